@@ -1,0 +1,112 @@
+"""Training losses (DESIGN.md Section 1, item 7).
+
+  total = CE(logits, labels; label smoothing) + lambda * MAC(z_st, z_ts)
+
+Every loss takes optional per-sample weights (B,) so padded samples of a partial batch count for
+nothing: a weight-0 sample is neither an anchor nor a negative.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+MAC_KINDS = ('infonce', 'none')
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """label_smoothing: CE smoothing; mac: 'infonce' | 'none'; mac_weight: lambda;
+  mac_temperature: InfoNCE temperature."""
+  label_smoothing: float = 0.1
+  mac: str = 'infonce'
+  mac_weight: float = 0.1
+  mac_temperature: float = 0.1
+
+  def __post_init__(self):
+    if self.mac not in MAC_KINDS:
+      raise ValueError(f'invalid loss config: mac must be one of {MAC_KINDS}, got {self.mac!r}')
+    if not 0.0 <= self.label_smoothing < 1.0:
+      raise ValueError(f'invalid loss config: label_smoothing must be in [0, 1), got '
+                       f'{self.label_smoothing}')
+    if self.mac_temperature <= 0:
+      raise ValueError(f'invalid loss config: mac_temperature must be > 0, got '
+                       f'{self.mac_temperature}')
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any]) -> 'LossConfig':
+    values = dict(values.to_dict() if hasattr(values, 'to_dict') else values)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f'unknown loss config keys {unknown}; known keys: {sorted(known)}')
+    return cls(**values)
+
+
+def _weighted_mean(values: jax.Array, weights: jax.Array | None) -> jax.Array:
+  if weights is None:
+    return jnp.mean(values)
+  weights = weights.astype(values.dtype)
+  return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, *, label_smoothing: float = 0.0,
+                  weights: jax.Array | None = None) -> jax.Array:
+  """Mean softmax cross-entropy with label smoothing.
+
+  Target = (1 - eps) * one_hot(label) + eps / num_classes. logits (B, N), labels (B,) int,
+  weights (B,) or None -> scalar.
+  """
+  num_classes = logits.shape[-1]
+  targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+  targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return _weighted_mean(-jnp.sum(targets * log_probs, axis=-1), weights)
+
+
+def mac_infonce(z_st: jax.Array, z_ts: jax.Array, *, temperature: float = 0.1,
+                weights: jax.Array | None = None) -> jax.Array:
+  """Mutual Action Consistency as symmetric InfoNCE over (sample, entity) pairs.
+
+  z_st, z_ts (B, K, P) are L2-normalised here; with n = (b, k) flattened to N = B * K,
+  S = z_st z_ts^T / temperature (N, N). The positive of row n is column n (same sample and
+  entity); negatives are every other (sample, entity) pair in the batch (under jit with a sharded
+  batch, that is the global batch).
+    MAC = 1/2 [ CE(S, diag) + CE(S^T, diag) ].
+  weights (B,): samples with weight 0 are dropped as anchors and as negatives.
+  """
+  b, k, _ = z_st.shape
+
+  def normalise(z):
+    z = z.astype(jnp.float32).reshape(b * k, -1)
+    return z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True), 1e-12))
+
+  sim = normalise(z_st) @ normalise(z_ts).T / temperature          # (N, N)
+  row_weights = None if weights is None else jnp.repeat(weights.astype(jnp.float32), k)
+  if row_weights is not None:
+    valid = row_weights > 0                    # padded pairs are neither anchors nor negatives
+    sim = jnp.where(valid[:, None] & valid[None, :], sim, -1e9)
+  positives = jnp.diagonal(sim)
+  loss_st = jax.nn.logsumexp(sim, axis=1) - positives
+  loss_ts = jax.nn.logsumexp(sim, axis=0) - positives
+  return 0.5 * (_weighted_mean(loss_st, row_weights) + _weighted_mean(loss_ts, row_weights))
+
+
+def total_loss(logits: jax.Array, aux: Mapping[str, jax.Array], labels: jax.Array,
+               config: LossConfig, *, weights: jax.Array | None = None
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """CE + lambda * MAC. Returns (scalar loss, {'ce', 'mac', 'loss'})."""
+  ce = cross_entropy(logits, labels, label_smoothing=config.label_smoothing, weights=weights)
+  if config.mac == 'infonce':
+    if 'mac_st' not in aux:
+      raise ValueError("mac='infonce' needs a dual-path model with mac_projection=True")
+    mac = mac_infonce(aux['mac_st'], aux['mac_ts'], temperature=config.mac_temperature,
+                      weights=weights)
+  else:
+    mac = jnp.zeros((), jnp.float32)
+  loss = ce + config.mac_weight * mac
+  return loss, {'loss': loss, 'ce': ce, 'mac': mac}

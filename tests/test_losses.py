@@ -1,0 +1,73 @@
+"""Losses: exact values on hand-made cases."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from micro_dualnet_jax import LossConfig, cross_entropy, mac_infonce, total_loss
+
+
+def test_cross_entropy_with_label_smoothing_by_hand():
+  logits = jnp.array([[2.0, 0.0, 0.0]])
+  log_p = np.log(np.exp([2.0, 0.0, 0.0]) / np.exp([2.0, 0.0, 0.0]).sum())
+  eps = 0.1
+  target = np.array([1 - eps + eps / 3, eps / 3, eps / 3])
+  expected = -(target * log_p).sum()
+  got = cross_entropy(logits, jnp.array([0]), label_smoothing=eps)
+  assert float(got) == pytest.approx(expected, rel=1e-6)
+  assert float(cross_entropy(logits, jnp.array([0]))) == pytest.approx(-log_p[0], rel=1e-6)
+
+
+def test_cross_entropy_weights_drop_padded_samples():
+  logits = jnp.array([[2.0, 0.0], [0.0, 5.0]])
+  labels = jnp.array([0, 0])
+  only_first = cross_entropy(logits[:1], labels[:1])
+  weighted = cross_entropy(logits, labels, weights=jnp.array([1.0, 0.0]))
+  assert float(weighted) == pytest.approx(float(only_first), rel=1e-6)
+
+
+def test_mac_value_by_hand():
+  # Two samples, one entity: z_st = e0, e1; z_ts = e0, e0; temperature 0.1.
+  z_st = jnp.array([[[1.0, 0.0]], [[0.0, 3.0]]])      # norms differ: MAC normalises
+  z_ts = jnp.array([[[2.0, 0.0]], [[1.0, 0.0]]])
+  # S = [[10, 10], [0, 0]]. Rows (st -> ts): log 2 each. Columns: col 0: lse(10, 0) - 10,
+  # col 1: lse(10, 0) - 0.
+  lse = 10 + math.log1p(math.exp(-10))
+  expected = 0.5 * (math.log(2) + 0.5 * ((lse - 10) + lse))
+  assert float(mac_infonce(z_st, z_ts, temperature=0.1)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_mac_lower_when_paths_agree():
+  z = jax.random.normal(jax.random.key(0), (8, 5, 16))
+  other = jax.random.normal(jax.random.key(1), (8, 5, 16))
+  agree = float(mac_infonce(z, z + 0.01 * other))
+  disagree = float(mac_infonce(z, other))
+  assert agree < disagree
+  assert agree < math.log(40) < disagree + 1.0   # chance level is log(N) with N = B * K
+
+
+def test_mac_weights_equal_dropping_the_samples():
+  z1 = jax.random.normal(jax.random.key(0), (6, 3, 8))
+  z2 = jax.random.normal(jax.random.key(1), (6, 3, 8))
+  weights = jnp.array([1, 1, 1, 1, 0, 0], jnp.float32)
+  np.testing.assert_allclose(mac_infonce(z1, z2, weights=weights), mac_infonce(z1[:4], z2[:4]),
+                             rtol=1e-5)
+
+
+def test_total_loss_combines_with_lambda():
+  logits = jax.random.normal(jax.random.key(0), (4, 5))
+  labels = jnp.array([0, 1, 2, 3])
+  aux = {'mac_st': jax.random.normal(jax.random.key(1), (4, 2, 8)),
+         'mac_ts': jax.random.normal(jax.random.key(2), (4, 2, 8))}
+  config = LossConfig(mac_weight=0.3, label_smoothing=0.1)
+  loss, parts = total_loss(logits, aux, labels, config)
+  assert float(loss) == pytest.approx(float(parts['ce'] + 0.3 * parts['mac']), rel=1e-6)
+  loss_none, parts_none = total_loss(logits, {}, labels, LossConfig(mac='none'))
+  assert float(parts_none['mac']) == 0.0 and float(loss_none) == pytest.approx(float(parts['ce']))
+  with pytest.raises(ValueError, match='dual-path'):
+    total_loss(logits, {}, labels, LossConfig())
+  with pytest.raises(ValueError, match="mac must be one of"):
+    LossConfig(mac='kl2')

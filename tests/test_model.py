@@ -1,0 +1,250 @@
+"""Micro-DualNet model: shapes, invariances, routing, path switches, gradients, interop."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import linen, nnx
+from flax.nnx import bridge
+
+from micro_dualnet_jax import (LossConfig, MicroDualNet, ModelConfig, apply, get_layout, init,
+                               layout_names, total_loss)
+
+TINY = dict(width=32, num_heads=4, spatial_layers=1, temporal_layers=1, mlp_ratio=2,
+            num_frames=24, num_classes=7, dropout=0.1)
+
+
+def tiny_config(**overrides) -> ModelConfig:
+  return ModelConfig(**{**TINY, **overrides})
+
+
+def random_inputs(config: ModelConfig, batch=3, frames=12, seed=0, confidence=True):
+  layout = get_layout(config.layout)
+  rng = np.random.default_rng(seed)
+  channels = layout.coord_dims + (1 if confidence else 0)
+  keypoints = rng.normal(size=(batch, frames, layout.num_joints, channels)).astype(np.float32)
+  if confidence:
+    conf = rng.uniform(0.2, 1.0, size=keypoints.shape[:3])
+    conf[rng.uniform(size=conf.shape) < 0.1] = 0.0        # some missing joints
+    keypoints[..., -1] = conf
+  frame_mask = np.ones((batch, frames), np.float32)
+  return jnp.asarray(keypoints), jnp.asarray(frame_mask)
+
+
+def build(config: ModelConfig, seed=0) -> MicroDualNet:
+  return MicroDualNet(config, rngs=nnx.Rngs(seed))
+
+
+@pytest.mark.parametrize('layout', sorted(layout_names()))
+def test_output_shapes_for_every_layout(layout):
+  config = tiny_config(layout=layout)
+  model = build(config)
+  keypoints, mask = random_inputs(config)
+  logits, aux = model(keypoints, mask)
+  k = get_layout(layout).num_entities
+  assert logits.shape == (3, 7) and logits.dtype == jnp.float32
+  assert aux['routing_weights'].shape == (3, k, 2)
+  assert aux['pooled_st'].shape == aux['pooled_ts'].shape == (3, k, 32)
+  assert aux['mac_st'].shape == aux['mac_ts'].shape == (3, k, 16)
+  assert aux['global_token'].shape == (3, 32)
+  assert np.all(np.isfinite(logits))
+
+
+@pytest.mark.parametrize('layout,entities,k', [
+    ('openpose22', None, 5), ('openpose28', None, 6), ('kinect20', None, 6),
+    ('openpose28', ('face', 'head', 'torso', 'left_hand', 'right_hand'), 5)])
+def test_entity_count(layout, entities, k):
+  config = tiny_config(layout=layout, entities=entities)
+  assert config.num_entities == k
+  logits, aux = build(config)(*random_inputs(config))
+  assert aux['routing_weights'].shape == (3, k, 2)
+
+
+def test_inputs_without_confidence_channel():
+  config = tiny_config(layout='kinect20')
+  logits, _ = build(config)(*random_inputs(config, confidence=False))
+  assert logits.shape == (3, 7)
+  with pytest.raises(ValueError, match='channels'):
+    build(config)(jnp.zeros((1, 4, 20, 7)), jnp.ones((1, 4)))
+
+
+def test_padding_invariance():
+  """Appending masked frames leaves logits and routing weights unchanged."""
+  config = tiny_config(fusion='routing')
+  model = build(config)
+  # Give the router non-zero output weights so the weights depend on the input.
+  model.fusion.logits.kernel[...] = jax.random.normal(jax.random.key(1),
+                                                      model.fusion.logits.kernel.shape)
+  keypoints, mask = random_inputs(config, frames=12)
+  logits, aux = model(keypoints, mask)
+  garbage = jax.random.normal(jax.random.key(2), (3, 8, *keypoints.shape[2:])) * 100
+  padded = jnp.concatenate([keypoints, garbage], axis=1)
+  padded_mask = jnp.concatenate([mask, jnp.zeros((3, 8))], axis=1)
+  logits_p, aux_p = model(padded, padded_mask)
+  np.testing.assert_allclose(logits_p, logits, atol=2e-5, rtol=1e-5)
+  np.testing.assert_allclose(aux_p['routing_weights'], aux['routing_weights'], atol=1e-6)
+  assert not np.allclose(aux['routing_weights'][..., 0], 0.5)
+
+
+def test_batch_equivariance():
+  config = tiny_config()
+  model = build(config)
+  keypoints, mask = random_inputs(config, batch=5)
+  perm = np.array([3, 0, 4, 1, 2])
+  logits, aux = model(keypoints, mask)
+  logits_p, aux_p = model(keypoints[perm], mask[perm])
+  np.testing.assert_allclose(logits_p, logits[perm], atol=1e-5)
+  for key in aux:
+    np.testing.assert_allclose(aux_p[key], aux[key][perm], atol=1e-5)
+
+
+def test_routing_starts_at_half_and_sums_to_one():
+  config = tiny_config(fusion='routing')
+  model = build(config)
+  _, aux = model(*random_inputs(config))
+  np.testing.assert_array_equal(aux['routing_weights'], 0.5)
+  model.fusion.logits.kernel[...] = jnp.ones_like(model.fusion.logits.kernel[...]) * 0.3
+  model.fusion.logits.bias[...] = jnp.array([[0.5, -0.5]] * config.num_entities)
+  _, aux = model(*random_inputs(config))
+  weights = np.asarray(aux['routing_weights'])
+  np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
+  assert weights.min() > 0 and not np.allclose(weights, 0.5)
+
+
+def test_static_weights_do_not_depend_on_input():
+  config = tiny_config(fusion='static')
+  model = build(config)
+  model.fusion.logits[...] = jnp.arange(10.0).reshape(5, 2) / 7
+  _, aux_a = model(*random_inputs(config, seed=1))
+  _, aux_b = model(*random_inputs(config, seed=2))
+  np.testing.assert_array_equal(aux_a['routing_weights'], aux_b['routing_weights'])
+  np.testing.assert_allclose(aux_a['routing_weights'][0], jax.nn.softmax(
+      jnp.arange(10.0).reshape(5, 2) / 7, axis=-1), rtol=1e-6)
+
+
+def test_mean_fusion_is_half():
+  config = tiny_config(fusion='mean')
+  model = build(config)
+  assert not nnx.state(model.fusion, nnx.Param)
+  _, aux = model(*random_inputs(config))
+  np.testing.assert_array_equal(aux['routing_weights'], 0.5)
+
+
+@pytest.mark.parametrize('paths,own,other', [('st', 'st_path', 'ts_path'),
+                                             ('ts', 'ts_path', 'st_path')])
+def test_single_path_holds_no_other_path(paths, own, other):
+  config = tiny_config(paths=paths, mac_projection=False)
+  model = build(config)
+  assert getattr(model, other) is None and model.fusion is None
+  names = {'/'.join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+  assert any(n.startswith(own) for n in names)
+  assert not any(n.startswith(other) or n.startswith('fusion') for n in names)
+  dual = build(tiny_config())
+  count = lambda m: sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
+  assert count(model) < count(dual)
+  logits, aux = model(*random_inputs(config))
+  assert f'pooled_{paths}' in aux and len([k for k in aux if k.startswith('pooled')]) == 1
+  expected = [1.0, 0.0] if paths == 'st' else [0.0, 1.0]
+  np.testing.assert_array_equal(aux['routing_weights'], np.broadcast_to(expected, (3, 5, 2)))
+
+
+def test_config_errors_name_the_value():
+  with pytest.raises(ValueError, match="paths='st'"):
+    ModelConfig(paths='st')
+  with pytest.raises(ValueError, match='fusion'):
+    ModelConfig(fusion='attention')
+  with pytest.raises(ValueError, match='unknown joint layout'):
+    ModelConfig(layout='openpose99')
+  with pytest.raises(ValueError, match='num_heads'):
+    ModelConfig(width=30, num_heads=4)
+  with pytest.raises(ValueError, match=r"unknown model config keys \['widht'\]"):
+    ModelConfig.from_dict({'widht': 3})
+  with pytest.raises(ValueError, match='lower_body'):
+    ModelConfig(layout='openpose22', entities=('face', 'lower_body'))
+  config = tiny_config()
+  with pytest.raises(ValueError, match='at most 24'):
+    build(config)(*random_inputs(config, frames=30))
+
+
+@nnx.jit
+def _grads(model, keypoints, mask, labels):
+  def loss_fn(model):
+    logits, aux = model(keypoints, mask, rngs=nnx.Rngs(dropout=0))
+    return total_loss(logits, aux, labels, LossConfig())[0]
+  return nnx.grad(loss_fn)(model)
+
+
+def test_every_parameter_gets_a_gradient():
+  """Finite everywhere; non-zero for every parameter array once the zero-initialised router
+  output layer has taken one optimizer step (at step 0 it blocks the router's hidden layer)."""
+  config = tiny_config(num_frames=12)
+  model = build(config)
+  keypoints, mask = random_inputs(config, batch=4)
+  labels = jnp.array([0, 1, 2, 3])
+  grads = _grads(model, keypoints, mask, labels)
+  flat = {'/'.join(map(str, p)): np.asarray(v) for p, v in nnx.to_flat_state(grads)}
+  assert all(np.all(np.isfinite(g)) for g in flat.values())
+  blocked = {n for n, g in flat.items() if not np.any(g)}
+  assert blocked == {'fusion/hidden/kernel/value', 'fusion/hidden/bias/value'} or blocked == {
+      'fusion/hidden/kernel', 'fusion/hidden/bias'}, blocked
+  optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+  optimizer.update(model, grads)
+  grads = _grads(model, keypoints, mask, labels)
+  for name, g in nnx.to_flat_state(grads):
+    assert np.all(np.isfinite(g)) and np.any(np.asarray(g)), name
+
+
+def test_jit_and_functional_api_match_module():
+  config = tiny_config()
+  graphdef, state = init(jax.random.key(0), config)
+  keypoints, mask = random_inputs(config)
+  jitted = jax.jit(apply, static_argnums=0)
+  logits, aux = jitted(graphdef, state, keypoints, mask)
+  model = MicroDualNet(config, rngs=nnx.Rngs(params=jax.random.key(0)))
+  logits_m, _ = model(keypoints, mask)
+  np.testing.assert_allclose(logits, logits_m, atol=1e-5)
+  # Dropout: a key makes training stochastic, the same key reproducible.
+  a, _ = jitted(graphdef, state, keypoints, mask, dropout_rng=jax.random.key(1))
+  b, _ = jitted(graphdef, state, keypoints, mask, dropout_rng=jax.random.key(1))
+  c, _ = jitted(graphdef, state, keypoints, mask, dropout_rng=jax.random.key(2))
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c) and not np.allclose(a, logits)
+  graphdef2, state2 = init(jax.random.key(0), dict(TINY))  # a plain dict works too
+  assert jax.tree.structure(state2) == jax.tree.structure(state)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_outputs():
+  config = tiny_config(dtype='bfloat16')
+  model = build(config)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  logits, aux = model(*random_inputs(config))
+  logits32, _ = build(tiny_config())(*random_inputs(config))
+  assert logits.dtype == jnp.float32
+  np.testing.assert_allclose(logits, logits32, atol=0.1)
+
+
+def test_linen_bridge_recipe_from_readme():
+  """The README's recipe for Linen users: wrap the NNX module with nnx.bridge.ToLinen."""
+  config = tiny_config()
+
+  class LinenClassifier(linen.Module):
+    @linen.compact
+    def __call__(self, keypoints, frame_mask):
+      logits, aux = bridge.ToLinen(MicroDualNet, args=(config,), skip_rng=False)(
+          keypoints, frame_mask)
+      return logits, aux['routing_weights']
+
+  keypoints, mask = random_inputs(config)
+  variables = LinenClassifier().init(jax.random.key(0), keypoints, mask)
+  logits, weights = jax.jit(LinenClassifier().apply)(variables, keypoints, mask)
+  assert logits.shape == (3, 7) and weights.shape == (3, 5, 2)
+  n_params = sum(x.size for x in jax.tree.leaves(variables['params']))
+  assert n_params == sum(x.size for x in jax.tree.leaves(nnx.state(build(config), nnx.Param)))
+
+
+def test_default_model_parameter_count():
+  """The README states this number; keep them in sync."""
+  model = nnx.eval_shape(lambda: MicroDualNet(ModelConfig(), rngs=nnx.Rngs(0)))
+  count = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  assert count == 10_802_730

@@ -1,0 +1,97 @@
+"""Layout registry: the tables of DATA_FORMATS.md and self-validation."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from micro_dualnet_jax.skeleton import (LAYOUTS, Layout, LayoutError, get_layout, layout_names,
+                                        register_layout)
+
+EXPECTED = {  # name: (V, K, coord dims)
+    'openpose22': (22, 5, 2), 'openpose35': (35, 6, 2), 'openpose28': (28, 6, 2),
+    'body25': (25, 6, 2), 'coco17': (17, 6, 2), 'kinect20': (20, 6, 3), 'kinect25': (25, 6, 3)}
+
+
+def test_every_documented_layout_is_registered():
+  assert set(EXPECTED) <= set(layout_names())
+  for name, (v, k, c) in EXPECTED.items():
+    layout = get_layout(name)
+    assert (layout.num_joints, layout.num_entities, layout.coord_dims) == (v, k, c)
+    assert len(layout.parents) == v
+
+
+@pytest.mark.parametrize('layout', LAYOUTS, ids=lambda l: l.name)
+def test_flip_is_an_involution_that_swaps_hands(layout):
+  perm = layout.flip_permutation()
+  np.testing.assert_array_equal(perm[perm], np.arange(layout.num_joints))
+  index, mask = layout.entity_index_table()
+  left, right = layout.entity_names.index('left_hand'), layout.entity_names.index('right_hand')
+  flipped_left = sorted(perm[index[left][mask[left] > 0]])
+  assert flipped_left == sorted(index[right][mask[right] > 0])
+  eperm = layout.entity_flip_permutation()
+  assert eperm[left] == right and eperm[right] == left
+  for a, b in layout.flip_pairs:
+    assert layout.joint_names[a].startswith('left') and layout.joint_names[b].startswith('right')
+
+
+def test_documented_entity_sets_and_bones():
+  op22 = get_layout('openpose22')
+  assert op22.entities['face'] == (0, 8, 9)
+  assert op22.entities['left_hand'] == (6, 7, 17, 18, 19, 20, 21)
+  assert set(op22.bones) == {(0, 1), (2, 1), (3, 2), (4, 3), (5, 1), (6, 5), (7, 6), (8, 0),
+                             (10, 8), (9, 0), (11, 9)} | {(j, 4) for j in range(12, 17)} | {
+                                 (j, 7) for j in range(17, 22)}
+  ku = get_layout('kinect20')
+  assert set(ku.bones) == {(0, 1), (1, 2), (3, 2), (4, 2), (5, 4), (6, 5), (7, 6), (8, 2), (9, 8),
+                           (10, 9), (11, 10), (12, 0), (13, 12), (14, 13), (15, 14), (16, 0),
+                           (17, 16), (18, 17), (19, 18)}
+  assert get_layout('openpose28').entities['lower_body'] == tuple(range(8, 14))
+  assert get_layout('coco17').entities['torso'] == (5, 6, 11, 12)
+
+
+def test_entity_index_table_pads_with_mask():
+  index, mask = get_layout('openpose22').entity_index_table()
+  assert index.shape == mask.shape == (5, 7)
+  np.testing.assert_array_equal(index[0], [0, 8, 9, 0, 0, 0, 0])
+  np.testing.assert_array_equal(mask[0], [1, 1, 1, 0, 0, 0, 0])
+  index, _ = get_layout('openpose28').entity_index_table(('torso', 'lower_body'))
+  assert index.shape == (2, 6)
+
+
+def test_raw_imigue_maps_onto_processed_layout_by_name():
+  mapping = get_layout('openpose22').map_from(get_layout('openpose35'))
+  np.testing.assert_array_equal(
+      mapping, [0, 1, 2, 3, 4, 5, 6, 7, 15, 16, 17, 18, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34])
+  with pytest.raises(LayoutError, match='lacks'):
+    get_layout('openpose35').map_from(get_layout('openpose22'))
+
+
+def _variant(**changes) -> Layout:
+  return dataclasses.replace(get_layout('coco17'), **{'name': 'coco17_test', **changes})
+
+
+@pytest.mark.parametrize('changes,message', [
+    (dict(parents=(-1, 0, 0, 1, 2, 0, 0, 5, 6, 7, 8, 5, 6, 11, 12, 13, 40)), 'invalid parent'),
+    (dict(parents=(1, 0, 0, 1, 2, 0, 0, 5, 6, 7, 8, 5, 6, 11, 12, 13, 14)), 'one root'),
+    (dict(flip_pairs=((1, 2), (2, 3))), 'two flip pairs'),
+    (dict(entities={'face': ()}), "entity 'face' is empty"),
+    (dict(entities={'face': (0, 99)}), 'out-of-range'),
+    (dict(entities={'elbow': (0,)}), 'unknown entity'),
+    (dict(entities={'left_hand': (7, 9), 'right_hand': (8, 12)}), 'does not give'),
+    (dict(coord_dims=4), 'coord_dims'),
+])
+def test_registry_refuses_inconsistent_layouts(changes, message):
+  with pytest.raises(LayoutError, match=message):
+    register_layout(_variant(**changes))
+  assert 'coco17_test' not in layout_names()
+
+
+def test_user_adds_a_layout_with_one_entry():
+  layout = register_layout(_variant(name='coco17_upper', entities={
+      k: v for k, v in get_layout('coco17').entities.items() if k != 'lower_body'}))
+  assert get_layout('coco17_upper').num_entities == 5 and layout.num_joints == 17
+  with pytest.raises(LayoutError, match='already registered'):
+    register_layout(layout)
+  with pytest.raises(LayoutError, match='registered layouts'):
+    get_layout('coco18')
