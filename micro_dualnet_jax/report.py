@@ -1,0 +1,268 @@
+"""PNG reports: training curves, confusion matrices and the entity routing weights.
+
+Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot: no
+display, no global figure state, safe to call from a training loop (DESIGN.md Section 2, "plots as
+PNG"). Every function writes one PNG and returns its path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+_DPI = 110
+
+
+def _new_figure(width: float, height: float) -> Figure:
+  fig = Figure(figsize=(width, height), layout='constrained')
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def _save(fig: Figure, out_png: str | os.PathLike) -> str:
+  out_png = os.fspath(out_png)
+  os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+  fig.savefig(out_png, dpi=_DPI, format='png')
+  return out_png
+
+
+# ----------------------------------------------------------------------------- training curves
+
+
+def _is_loss(key: str) -> bool:
+  return key.endswith('loss')
+
+
+def _is_learning_rate(key: str) -> bool:
+  return key.endswith('learning_rate') or key == 'lr' or key.endswith(('/lr', '_lr'))
+
+
+def _is_top1(key: str) -> bool:
+  return key.endswith('top1')
+
+
+# (panel title, which keys it plots). Suffix rules, so 'train_loss', 'train/loss', 'mac_loss',
+# 'eval_top1' and 'val/top1' all land where a reader expects them.
+_CURVE_PANELS = (
+    ('loss', _is_loss),
+    ('learning rate', _is_learning_rate),
+    ('top-1 (%)', _is_top1),
+)
+
+
+def read_metrics_jsonl(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """Reads a JSON-lines metric log into {key: (steps (n,), values (n,))}.
+
+  Each line is a dict with an int 'step' and any metric keys; a key may be absent from some lines.
+  Non-numeric values (strings, lists) are skipped; blank lines are ignored.
+  """
+  series: dict[str, tuple[list[float], list[float]]] = {}
+  with open(path) as f:
+    for line_no, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{path}: line {line_no} is not valid JSON ({e.msg})') from None
+      if not isinstance(record, dict) or not isinstance(record.get('step'), (int, float)):
+        raise ValueError(f'{path}: line {line_no} is not a dict with a numeric "step": {line[:80]!r}')
+      for key, value in record.items():
+        if key == 'step' or isinstance(value, bool) or not isinstance(value, (int, float)):
+          continue
+        steps, values = series.setdefault(key, ([], []))
+        steps.append(record['step'])
+        values.append(value)
+  if not series:
+    raise ValueError(f'{path}: no metric values found')
+  return {k: (np.asarray(s, np.float64), np.asarray(v, np.float64)) for k, (s, v) in series.items()}
+
+
+def plot_training_curves(metrics_jsonl_path: str | os.PathLike, out_png: str | os.PathLike) -> str:
+  """Loss, learning rate and top-1 against step from the run's JSON-lines metric log.
+
+  Panels collect keys by suffix: '*loss'; 'learning_rate' / 'lr'; '*top1' (train and eval
+  series in the same panel). A panel with no matching key says so instead of failing.
+  """
+  series = read_metrics_jsonl(metrics_jsonl_path)
+  fig = _new_figure(5.0 * len(_CURVE_PANELS), 4.0)
+  axes = fig.subplots(1, len(_CURVE_PANELS))
+  for ax, (title, matches) in zip(axes, _CURVE_PANELS):
+    keys = sorted(k for k in series if matches(k))
+    for key in keys:
+      steps, values = series[key]
+      order = np.argsort(steps, kind='stable')
+      # Markers for sparse series (evaluations), plain lines for per-step logs.
+      ax.plot(steps[order], values[order], marker='o' if len(steps) <= 30 else None,
+              markersize=3, label=key)
+    ax.set_title(title)
+    ax.set_xlabel('step')
+    ax.grid(alpha=0.3)
+    if keys:
+      ax.legend(fontsize=8)
+    else:
+      ax.text(0.5, 0.5, 'no data', ha='center', va='center', transform=ax.transAxes)
+  fig.suptitle(os.path.basename(os.fspath(metrics_jsonl_path)))
+  return _save(fig, out_png)
+
+
+# ----------------------------------------------------------------------------- confusion matrix
+
+
+def _class_names(class_names: Sequence[str] | None, num: int) -> list[str]:
+  if class_names is None:
+    return [str(i) for i in range(num)]
+  names = [str(n) for n in class_names]
+  if len(names) != num:
+    raise ValueError(f'got {len(names)} class names for {num} classes')
+  return names
+
+
+def plot_confusion_matrix(cm: Any, class_names: Sequence[str] | None, out_png: str | os.PathLike,
+                          title: str | None = None) -> str:
+  """Row-normalised confusion matrix (rows true, columns predicted; each row sums to 1).
+
+  Args:
+    cm: (C, C) non-negative counts, e.g. `metrics['confusion_matrix']`.
+    class_names: C names (None: class indices).
+    out_png: output path.
+    title: optional figure title.
+
+  The figure grows with C so 52 class names stay readable; cells carry values up to C = 20.
+  Rows of classes absent from the evaluation stay blank.
+  """
+  cm = np.asarray(cm, np.float64)
+  if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] == 0:
+    raise ValueError(f'cm must be a non-empty square (C, C) array, got shape {cm.shape}')
+  if not np.isfinite(cm).all() or (cm < 0).any():
+    raise ValueError('cm must hold finite non-negative counts')
+  c = cm.shape[0]
+  names = _class_names(class_names, c)
+  row_sums = cm.sum(axis=1, keepdims=True)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    norm = np.where(row_sums > 0, cm / row_sums, np.nan)
+  side = max(6.0, 0.3 * c + 3.0)
+  fontsize = 9 if c <= 20 else 7
+  fig = _new_figure(side + 1.0, side)
+  ax = fig.add_subplot()
+  image = ax.imshow(norm, cmap='Blues', vmin=0.0, vmax=1.0, interpolation='nearest')
+  fig.colorbar(image, ax=ax, shrink=0.6, label='fraction of true class')
+  ax.set_xticks(np.arange(c), labels=names, rotation=90, fontsize=fontsize)
+  ax.set_yticks(np.arange(c), labels=names, fontsize=fontsize)
+  ax.set_xlabel('predicted')
+  ax.set_ylabel('true')
+  if c <= 20:
+    for i, j in zip(*np.nonzero(np.nan_to_num(norm) >= 0.005)):
+      ax.text(j, i, f'{norm[i, j]:.2f}', ha='center', va='center', fontsize=7,
+              color='white' if norm[i, j] > 0.6 else 'black')
+  total = int(cm.sum())
+  accuracy = 100.0 * np.trace(cm) / total if total else float('nan')
+  ax.set_title(f'{title + ": " if title else ""}{total} samples, top-1 {accuracy:.2f}%')
+  return _save(fig, out_png)
+
+
+# ----------------------------------------------------------------------------- routing weights
+
+
+def _check_routing(weights: Any, num_entities: int) -> np.ndarray:
+  weights = np.asarray(weights, np.float64)
+  if weights.ndim not in (2, 3) or weights.shape[-2:] != (num_entities, 2) or weights.size == 0:
+    raise ValueError(
+        f'weights must be (N, K, 2) or (K, 2) with K = {num_entities} entities, '
+        f'got shape {weights.shape}')
+  if not np.isfinite(weights).all() or (weights < 0).any() or (weights > 1).any():
+    raise ValueError('weights must be routing probabilities in [0, 1]')
+  if np.abs(weights.sum(axis=-1) - 1.0).max() > 1e-2:
+    raise ValueError('weights must sum to 1 over the last axis ([a_st, a_ts])')
+  return weights
+
+
+def class_routing_means(st_share: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+  """Per-class mean of (N, K) ST shares -> (num_classes, K); NaN for classes without samples."""
+  sums = np.zeros((num_classes, st_share.shape[1]))
+  np.add.at(sums, labels, st_share)
+  counts = np.bincount(labels, minlength=num_classes)[:, None]
+  with np.errstate(invalid='ignore', divide='ignore'):
+    return np.where(counts > 0, sums / counts, np.nan)
+
+
+def plot_routing_weights(weights: Any, entity_names: Sequence[str], out_png: str | os.PathLike,
+                         class_names: Sequence[str] | None = None, labels: Any | None = None) -> str:
+  """Which body part prefers which path (DESIGN.md Section 1, step 5).
+
+  Args:
+    weights: routing weights [a_st, a_ts], per sample (N, K, 2) or already averaged (K, 2).
+    entity_names: K entity names in model order (e.g. `layout.entity_names`).
+    out_png: output path.
+    class_names: optional class names; with labels, sets the rows of the heat map.
+    labels: optional (N,) true classes of the samples (needs per-sample weights). With labels, a
+      second panel shows the mean ST share per class and entity (classes x entities).
+
+  The bar panel shows the mean share of the ST (spatial-first) path per entity; 0.5 is the
+  initial, undecided blend. Above 0.5 the entity leans on ST, below on TS (temporal-first).
+  """
+  entities = [str(e) for e in entity_names]
+  if not entities:
+    raise ValueError('entity_names is empty')
+  weights = _check_routing(weights, len(entities))
+  st_share = weights[..., 0]
+  mean_st = st_share.mean(axis=0) if st_share.ndim == 2 else st_share
+  if class_names is not None and labels is None:
+    raise ValueError('class_names needs labels (the class of every sample)')
+
+  per_class = None
+  if labels is not None:
+    if weights.ndim != 3:
+      raise ValueError(f'labels need per-sample weights (N, K, 2), got shape {weights.shape}')
+    labels = np.asarray(labels)
+    if labels.shape != (weights.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+      raise ValueError(f'labels must be ({weights.shape[0]},) ints, got {labels.shape} {labels.dtype}')
+    num_classes = len(class_names) if class_names is not None else int(labels.max()) + 1
+    if labels.min() < 0 or labels.max() >= num_classes:
+      raise ValueError(f'labels must lie in [0, {num_classes}), got range '
+                       f'[{labels.min()}, {labels.max()}]')
+    names = _class_names(class_names, num_classes)
+    per_class = class_routing_means(st_share, labels, num_classes)
+
+  k = len(entities)
+  if per_class is None:
+    fig = _new_figure(max(5.0, 1.0 * k + 2.0), 4.0)
+    ax_bar = fig.add_subplot()
+  else:
+    height = max(5.0, 0.22 * len(names) + 2.0)
+    fig = _new_figure(max(5.0, 1.0 * k + 2.0) + 0.9 * k + 4.0, height)
+    ax_bar, ax_map = fig.subplots(1, 2, width_ratios=(1.0, 1.2))
+
+  positions = np.arange(k)
+  ax_bar.bar(positions, mean_st, color='tab:blue', label='ST (spatial first)')
+  ax_bar.bar(positions, 1.0 - mean_st, bottom=mean_st, color='tab:orange', alpha=0.5,
+             label='TS (temporal first)')
+  ax_bar.axhline(0.5, color='black', linewidth=0.8, linestyle='--')
+  for x, v in zip(positions, mean_st):
+    ax_bar.text(x, v / 2, f'{v:.2f}', ha='center', va='center', fontsize=8, color='white')
+  ax_bar.set_xticks(positions, labels=entities, rotation=30, ha='right')
+  ax_bar.set_ylim(0.0, 1.0)
+  ax_bar.set_ylabel('mean routing weight')
+  samples = f', {weights.shape[0]} samples' if weights.ndim == 3 else ''
+  ax_bar.set_title(f'path share per entity{samples}')
+  ax_bar.legend(fontsize=8, loc='lower right')
+
+  if per_class is not None:
+    image = ax_map.imshow(per_class, cmap='RdBu_r', vmin=0.0, vmax=1.0, aspect='auto',
+                          interpolation='nearest')
+    fig.colorbar(image, ax=ax_map, shrink=0.6, label='ST share (1 = all ST, 0 = all TS)')
+    ax_map.set_xticks(positions, labels=entities, rotation=30, ha='right')
+    ax_map.set_yticks(np.arange(len(names)), labels=names,
+                      fontsize=8 if len(names) <= 32 else 6)
+    for i, j in zip(*np.nonzero(np.isfinite(per_class))):
+      v = per_class[i, j]
+      ax_map.text(j, i, f'{v:.2f}', ha='center', va='center', fontsize=6,
+                  color='white' if abs(v - 0.5) > 0.3 else 'black')
+    ax_map.set_title('ST share per class (blank: no samples)')
+  return _save(fig, out_png)
