@@ -1,0 +1,492 @@
+"""Temporal sampling, normalisation, augmentation and input streams, run on the device inside jit.
+
+The host loader pads every clip of a batch to a common length L:
+
+  batch = {'keypoints':  (B, L, V, C) float32, C = 2 (pixels) or 3 (metres),
+           'confidence': (B, L, V) float32, 0 marks a missing joint,
+           'num_frames': (B,) int32, the valid length n; frames n..L-1 are padding}
+
+`train_inputs` and `eval_inputs` turn it into the model input of a fixed length T:
+
+  {'keypoints':  (B, T, V, C + 1) float32,
+   'frame_mask': (B, T) float32, 1 for real frames, 0 for padded ones}
+
+**The contract with the model.** The last channel of `keypoints` is the confidence/visibility of
+the joint: the detector confidence for 2D data, 1 where the joint is present for 3D data (what the
+readers put in `confidence`), 0 for a missing joint. A missing joint also has all coordinates 0, and
+every channel of a padded frame is 0. For the derived streams the channel is the visibility of the
+derived quantity (see `bones` and `motion`).
+
+Steps, each a public function, all pure and jit-able (shapes and the config are static):
+
+1. `sample_frames` (indices from `frame_indices`): a window of the valid frames is read into T
+   frames by nearest-frame indexing. Training: a random window; evaluation: the whole clip.
+2. `normalize` (if `cfg.normalize`): root-centred, scale-normalised.
+3. `augment` (training only): horizontal flip, rotation / scale / shear, joint dropout.
+4. `to_stream`: joint, bone, joint motion or bone motion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from micro_dualnet_jax.skeleton import Layout
+
+STREAMS: tuple[str, ...] = ('joint', 'bone', 'joint_motion', 'bone_motion')
+# A scale reference at or below this is treated as absent (normalisation then keeps the scale).
+_MIN_SCALE = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """Input pipeline settings (hashable, so it can be closed over by a jitted step).
+
+  Attributes:
+    num_frames: T, the number of frames the model sees.
+    crop_min_ratio: training crops keep a random length in [crop_min_ratio * n, n] of an n-frame
+      clip (1.0: always the whole clip).
+    rotation: maximum rotation angles in degrees about the (x, y, z) axes, each drawn uniformly in
+      [-a, a]; a scalar means the same for every axis. 2D data uses only the z angle (in-plane).
+    scale: the skeleton is scaled by a factor drawn uniformly in [1 - scale, 1 + scale].
+    shear: every off-diagonal entry of the shear matrix is drawn uniformly in [-shear, shear].
+    flip_prob: probability of a horizontal flip (x mirrored, left/right joints swapped).
+    joint_dropout: probability that a joint is missing for a whole clip.
+    stream: one of STREAMS.
+    normalize: root-centre and scale-normalise every clip (see `normalize`).
+    pad_instead_of_resample: windows shorter than T are kept at their own speed and padded with
+      frame_mask 0 instead of being stretched to T (see `frame_indices`).
+  """
+  num_frames: int = 64
+  crop_min_ratio: float = 0.5
+  rotation: float | tuple[float, float, float] = 0.0
+  scale: float = 0.1
+  shear: float = 0.0
+  flip_prob: float = 0.5
+  joint_dropout: float = 0.0
+  stream: str = 'joint'
+  normalize: bool = True
+  pad_instead_of_resample: bool = False
+
+  def __post_init__(self):
+    rotation = self.rotation
+    if np.ndim(rotation) == 0:
+      rotation = (rotation,) * 3
+    if len(rotation) != 3:
+      raise ValueError(f'rotation must be a scalar or 3 angles (x, y, z), got {self.rotation!r}')
+    object.__setattr__(self, 'rotation', tuple(float(a) for a in rotation))
+    if self.num_frames < 1:
+      raise ValueError(f'num_frames must be >= 1, got {self.num_frames}')
+    if not 0.0 < self.crop_min_ratio <= 1.0:
+      raise ValueError(f'crop_min_ratio must be in (0, 1], got {self.crop_min_ratio}')
+    if not 0.0 <= self.scale < 1.0:
+      raise ValueError(f'scale must be in [0, 1), got {self.scale}')
+    if self.shear < 0.0 or any(a < 0.0 for a in self.rotation):
+      raise ValueError(f'rotation and shear must be >= 0, got {self.rotation}, {self.shear}')
+    if not 0.0 <= self.flip_prob <= 1.0:
+      raise ValueError(f'flip_prob must be in [0, 1], got {self.flip_prob}')
+    if not 0.0 <= self.joint_dropout < 1.0:
+      raise ValueError(f'joint_dropout must be in [0, 1), got {self.joint_dropout}')
+    if self.stream not in STREAMS:
+      raise ValueError(f'unknown stream {self.stream!r}; choose one of {STREAMS}')
+
+  @classmethod
+  def from_config(cls, config: Any) -> AugmentConfig:
+    """Builds the config from an ml_collections ConfigDict or a mapping; unknown keys raise."""
+    values = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f'unknown augmentation settings {unknown}; known: {sorted(known)}')
+    if isinstance(values.get('rotation'), list):
+      values['rotation'] = tuple(values['rotation'])
+    return cls(**values)
+
+
+# ------------------------------------------------------------------------------------------------
+# Temporal sampling.
+
+
+def frame_indices(
+    num_frames: jax.Array,
+    max_frames: int,
+    num_out: int,
+    *,
+    key: jax.Array | None = None,
+    crop_min_ratio: float = 1.0,
+    pad: bool = False,
+) -> tuple[jax.Array, jax.Array]:
+  """Which input frame feeds each of the `num_out` output frames.
+
+  A window [start, start + length) of the n valid frames is read into m output frames by taking,
+  for each of m equal segments of the window, the frame nearest its centre:
+
+    index[t] = start + floor((t + 1/2) * length / m),   t < m.
+
+  Normally m = num_out: short windows repeat frames, long ones are subsampled, and frame_mask is 1
+  everywhere (e.g. n = 5, T = 10 gives [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]; n = 10, T = 5 gives
+  [1, 3, 5, 7, 9]). With `pad`, m = min(length, num_out): a window no longer than num_out is read at
+  its own speed (index[t] = start + t) and the remaining output frames are padding (frame_mask 0);
+  a longer one is subsampled as before. Evaluation (`key` None) reads the whole clip; training
+  draws length uniformly in [ceil(crop_min_ratio * n), n] (at least 1) and start uniformly in
+  [0, n - length]. Indices always point at valid frames (padded output slots repeat `start`).
+  A row with n = 0 (a batch filler) gets frame_mask 0 everywhere.
+
+  Args:
+    num_frames: (B,) int, valid length n of each clip (clipped to [0, max_frames]).
+    max_frames: L, the padded length of the input.
+    num_out: T.
+    key: PRNG key for a random training crop; None for deterministic evaluation sampling.
+    crop_min_ratio: smallest fraction of the clip a training crop keeps.
+    pad: pad short windows instead of resampling them.
+
+  Returns:
+    indices: (B, T) int32 into the L input frames.
+    frame_mask: (B, T) float32.
+  """
+  n = jnp.clip(jnp.asarray(num_frames, jnp.int32), 0, max_frames)
+  if key is None:
+    start, length = jnp.zeros_like(n), n
+  else:
+    k_length, k_start = jax.random.split(key)
+    shortest = jnp.minimum(jnp.maximum(jnp.ceil(crop_min_ratio * n).astype(jnp.int32), 1), n)
+    length = shortest + _uniform_int(k_length, n - shortest + 1)
+    start = _uniform_int(k_start, n - length + 1)
+  m = jnp.minimum(length, num_out) if pad else jnp.full_like(length, num_out)
+  m = jnp.maximum(m, 1)[:, None]
+  t = jnp.arange(num_out, dtype=jnp.int32)
+  # Integer arithmetic, so the rule is exact for any length.
+  indices = start[:, None] + ((2 * t + 1) * length[:, None]) // (2 * m)
+  mask = (t < m) & (length[:, None] > 0)
+  indices = jnp.where(mask, indices, start[:, None])
+  return indices, mask.astype(jnp.float32)
+
+
+def _uniform_int(key: jax.Array, count: jax.Array) -> jax.Array:
+  """Integers drawn uniformly from [0, count) elementwise; 0 where count <= 1. count: (B,)."""
+  u = jax.random.uniform(key, count.shape)
+  return jnp.clip(jnp.floor(u * count).astype(jnp.int32), 0, jnp.maximum(count - 1, 0))
+
+
+def sample_frames(
+    batch: Mapping[str, jax.Array],
+    num_out: int,
+    *,
+    key: jax.Array | None = None,
+    crop_min_ratio: float = 1.0,
+    pad: bool = False,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Reads T frames of every clip (rule: `frame_indices`) and zeroes what is not real.
+
+  Args:
+    batch: 'keypoints' (B, L, V, C), 'confidence' (B, L, V), 'num_frames' (B,).
+    num_out, key, crop_min_ratio, pad: as for `frame_indices`.
+
+  Returns:
+    keypoints (B, T, V, C) float32, 0 for missing joints and padded frames.
+    confidence (B, T, V) float32, 0 for padded frames.
+    frame_mask (B, T) float32.
+  """
+  keypoints = jnp.asarray(batch['keypoints'], jnp.float32)
+  confidence = jnp.asarray(batch['confidence'], jnp.float32)
+  indices, frame_mask = frame_indices(
+      batch['num_frames'], keypoints.shape[1], num_out, key=key, crop_min_ratio=crop_min_ratio,
+      pad=pad)
+  take = jax.vmap(lambda x, i: x[i])
+  confidence = take(confidence, indices) * frame_mask[:, :, None]
+  keypoints = jnp.where((confidence > 0)[..., None], take(keypoints, indices), 0.0)
+  return keypoints, confidence, frame_mask
+
+
+# ------------------------------------------------------------------------------------------------
+# Normalisation.
+
+
+def normalize(
+    keypoints: jax.Array, confidence: jax.Array, frame_mask: jax.Array, layout: Layout
+) -> jax.Array:
+  """Root-centres and scale-normalises every clip.
+
+  The root of a frame is the mean of the visible `layout.center_joints`. Each clip is shifted by
+  the root of its first frame that has one, so the root sits at the origin in that frame and the
+  body's own movement (leaning, rising) is kept; if no frame has a visible root joint, by the mean
+  of all visible joints. It is then divided by the median over frames of the `layout.scale_pair`
+  distance, taken over the real frames given (in the pipeline: the T sampled ones) where both joints
+  are visible (scale kept when there is none or it is ~0). Missing joints and padded frames stay 0.
+
+  Args:
+    keypoints: (B, T, V, C).
+    confidence: (B, T, V); 0 marks a missing joint.
+    frame_mask: (B, T).
+    layout: the joint layout.
+
+  Returns:
+    (B, T, V, C) normalised keypoints.
+  """
+  center = np.asarray(layout.center_joints)
+  a, b = layout.scale_pair
+
+  def one_clip(x, conf, mask):  # (T, V, C), (T, V), (T,)
+    visible = (conf > 0) & (mask[:, None] > 0)
+    center_visible = visible[:, center]
+    count = center_visible.sum(-1)
+    root = (x[:, center] * center_visible[..., None]).sum(1) / jnp.maximum(count, 1)[:, None]
+    centroid = (x * visible[..., None]).sum((0, 1)) / jnp.maximum(visible.sum(), 1)
+    has_root = count > 0
+    anchor = jnp.where(has_root.any(), root[jnp.argmax(has_root)], centroid)
+    distance = jnp.linalg.norm(x[:, a] - x[:, b], axis=-1)
+    median = jnp.nanmedian(jnp.where(visible[:, a] & visible[:, b], distance, jnp.nan))
+    scale = jnp.where(jnp.isfinite(median) & (median > _MIN_SCALE), median, 1.0)
+    return jnp.where(visible[..., None], (x - anchor) / scale, 0.0)
+
+  return jax.vmap(one_clip)(keypoints, confidence, frame_mask)
+
+
+# ------------------------------------------------------------------------------------------------
+# Spatial augmentation.
+
+
+def flip(
+    keypoints: jax.Array, confidence: jax.Array, layout: Layout
+) -> tuple[jax.Array, jax.Array]:
+  """Horizontal flip: negates x and swaps left/right joints (`layout.flip_permutation()`).
+
+  Because the joints swap, a model that gathers entities by joint index sees the left and right
+  hand entities swap too.
+
+  Args:
+    keypoints: (..., V, C).
+    confidence: (..., V).
+    layout: the joint layout.
+
+  Returns:
+    The flipped (keypoints, confidence), same shapes.
+  """
+  perm = layout.flip_permutation()
+  sign = np.ones(keypoints.shape[-1], np.float32)
+  sign[0] = -1.0
+  return keypoints[..., perm, :] * sign, confidence[..., perm]
+
+
+def rotation_matrix(angles: jax.Array) -> jax.Array:
+  """(..., 3) angles in radians about x, y, z -> (..., 3, 3) rotation R = Rz @ Ry @ Rx."""
+  cos, sin = jnp.cos(angles), jnp.sin(angles)
+  one, zero = jnp.ones_like(angles[..., 0]), jnp.zeros_like(angles[..., 0])
+
+  def matrix(rows):
+    return jnp.stack([jnp.stack(row, -1) for row in rows], -2)
+
+  (cx, cy, cz), (sx, sy, sz) = jnp.moveaxis(cos, -1, 0), jnp.moveaxis(sin, -1, 0)
+  rx = matrix([[one, zero, zero], [zero, cx, -sx], [zero, sx, cx]])
+  ry = matrix([[cy, zero, sy], [zero, one, zero], [-sy, zero, cy]])
+  rz = matrix([[cz, -sz, zero], [sz, cz, zero], [zero, zero, one]])
+  return rz @ ry @ rx
+
+
+def random_affine(
+    key: jax.Array, batch_size: int, coord_dims: int, cfg: AugmentConfig
+) -> jax.Array:
+  """Random linear maps scale * R @ S, one per clip.
+
+  R rotates by angles drawn uniformly in [-cfg.rotation, cfg.rotation] (degrees, about x, y, z;
+  for 2D only the in-plane z angle), S is the identity plus off-diagonal shears in
+  [-cfg.shear, cfg.shear], and scale is drawn in [1 - cfg.scale, 1 + cfg.scale].
+
+  Returns:
+    (B, C, C) matrices applied as x -> A @ x.
+  """
+  k_rot, k_scale, k_shear = jax.random.split(key, 3)
+  angles = jax.random.uniform(
+      k_rot, (batch_size, 3), minval=-1.0, maxval=1.0) * _max_angles(cfg, coord_dims)
+  rotation = rotation_matrix(angles)[:, :coord_dims, :coord_dims]
+  eye = np.eye(coord_dims, dtype=np.float32)
+  shear = eye + (1.0 - eye) * cfg.shear * jax.random.uniform(
+      k_shear, (batch_size, coord_dims, coord_dims), minval=-1.0, maxval=1.0)
+  scale = 1.0 + cfg.scale * jax.random.uniform(
+      k_scale, (batch_size, 1, 1), minval=-1.0, maxval=1.0)
+  return scale * rotation @ shear
+
+
+def _max_angles(cfg: AugmentConfig, coord_dims: int) -> np.ndarray:
+  """(3,) maximum rotation angles in radians; 2D data rotates in-plane (about z) only."""
+  angles = np.deg2rad(np.asarray(cfg.rotation, np.float32))
+  return angles if coord_dims == 3 else angles * np.array([0.0, 0.0, 1.0], np.float32)
+
+
+def augment(
+    key: jax.Array, keypoints: jax.Array, confidence: jax.Array, layout: Layout,
+    cfg: AugmentConfig
+) -> tuple[jax.Array, jax.Array]:
+  """Training-time spatial augmentation, per clip: flip, affine map, joint dropout.
+
+  Flip, rotation, scale and shear act about the origin: in the pipeline they follow `normalize`,
+  so they act about the body root (with normalize=False the data should already be centred). Each
+  step is left out of the graph when its strength is 0. Linear maps keep missing joints at 0.
+
+  Args:
+    key: PRNG key.
+    keypoints: (B, T, V, C).
+    confidence: (B, T, V).
+    layout: the joint layout.
+    cfg: augmentation strengths.
+
+  Returns:
+    The augmented (keypoints, confidence), same shapes; dropped joints have both set to 0.
+  """
+  k_flip, k_affine, k_drop = jax.random.split(key, 3)
+  batch_size, _, num_joints, coord_dims = keypoints.shape
+  if cfg.flip_prob > 0:
+    do_flip = jax.random.bernoulli(k_flip, cfg.flip_prob, (batch_size,))
+    flipped, flipped_conf = flip(keypoints, confidence, layout)
+    keypoints = jnp.where(do_flip[:, None, None, None], flipped, keypoints)
+    confidence = jnp.where(do_flip[:, None, None], flipped_conf, confidence)
+  if _max_angles(cfg, coord_dims).any() or cfg.scale > 0 or cfg.shear > 0:
+    affine = random_affine(k_affine, batch_size, coord_dims, cfg)
+    # Full precision: default matmul precision on accelerators would round coordinates to bf16.
+    keypoints = jnp.einsum(
+        'btvc,bdc->btvd', keypoints, affine, precision=jax.lax.Precision.HIGHEST)
+  if cfg.joint_dropout > 0:
+    keep = jax.random.bernoulli(k_drop, 1.0 - cfg.joint_dropout, (batch_size, num_joints))
+    keypoints = keypoints * keep[:, None, :, None]
+    confidence = confidence * keep[:, None, :]
+  return keypoints, confidence
+
+
+# ------------------------------------------------------------------------------------------------
+# Streams.
+
+
+def bones(
+    keypoints: jax.Array, confidence: jax.Array, layout: Layout
+) -> tuple[jax.Array, jax.Array]:
+  """Bone vectors: bone j = joint j - joint parents[j].
+
+  The root's bone is 0 with the root's own confidence; any other bone is missing (0, confidence 0)
+  when either end is missing, else its confidence is the smaller of the two.
+
+  Args:
+    keypoints: (..., V, C).
+    confidence: (..., V).
+    layout: the joint layout.
+
+  Returns:
+    (bones (..., V, C), confidence (..., V)).
+  """
+  parents = np.asarray(layout.parents)
+  parents = np.where(parents < 0, np.arange(len(parents)), parents)  # root: its own parent
+  parent_conf = confidence[..., parents]
+  present = (confidence > 0) & (parent_conf > 0)
+  vectors = jnp.where(present[..., None], keypoints - keypoints[..., parents, :], 0.0)
+  return vectors, jnp.where(present, jnp.minimum(confidence, parent_conf), 0.0)
+
+
+def motion(
+    keypoints: jax.Array, confidence: jax.Array, frame_mask: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+  """Frame differences x[t + 1] - x[t].
+
+  Missing (0, confidence 0) where either frame is padded or the joint is missing in either, and in
+  the last frame; otherwise the confidence is the smaller of the two frames'.
+
+  Args:
+    keypoints: (B, T, V, C).
+    confidence: (B, T, V).
+    frame_mask: (B, T).
+
+  Returns:
+    (motion (B, T, V, C), confidence (B, T, V)).
+  """
+  def next_frame(x):
+    return jnp.concatenate([x[:, 1:], jnp.zeros_like(x[:, :1])], axis=1)
+
+  confidence = confidence * frame_mask[:, :, None]
+  next_conf = next_frame(confidence)
+  present = (confidence > 0) & (next_conf > 0)
+  vectors = jnp.where(present[..., None], next_frame(keypoints) - keypoints, 0.0)
+  return vectors, jnp.where(present, jnp.minimum(confidence, next_conf), 0.0)
+
+
+def to_stream(
+    keypoints: jax.Array, confidence: jax.Array, frame_mask: jax.Array, layout: Layout,
+    stream: str
+) -> tuple[jax.Array, jax.Array]:
+  """Converts joints to one of STREAMS. Shapes as for `motion`; returns (values, confidence)."""
+  if stream not in STREAMS:
+    raise ValueError(f'unknown stream {stream!r}; choose one of {STREAMS}')
+  if stream.startswith('bone'):
+    keypoints, confidence = bones(keypoints, confidence, layout)
+  if stream.endswith('motion'):
+    keypoints, confidence = motion(keypoints, confidence, frame_mask)
+  return keypoints, confidence
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry points.
+
+
+def train_inputs(
+    batch: Mapping[str, jax.Array], key: jax.Array, layout: Layout, cfg: AugmentConfig
+) -> dict[str, jax.Array]:
+  """Model inputs for a training step: random crop, normalisation, augmentation, stream.
+
+  Args:
+    batch: 'keypoints' (B, L, V, C), 'confidence' (B, L, V), 'num_frames' (B,) (other keys are
+      ignored).
+    key: PRNG key; the same key gives the same inputs.
+    layout: the joint layout (V joints, C = layout.coord_dims).
+    cfg: the pipeline settings.
+
+  Returns:
+    'keypoints' (B, T, V, C + 1) float32, the last channel the confidence/visibility (module
+    docstring); 'frame_mask' (B, T) float32.
+  """
+  _check_batch(batch, layout)
+  k_time, k_space = jax.random.split(key)
+  keypoints, confidence, frame_mask = sample_frames(
+      batch, cfg.num_frames, key=k_time, crop_min_ratio=cfg.crop_min_ratio,
+      pad=cfg.pad_instead_of_resample)
+  if cfg.normalize:
+    keypoints = normalize(keypoints, confidence, frame_mask, layout)
+  keypoints, confidence = augment(k_space, keypoints, confidence, layout, cfg)
+  return _model_inputs(keypoints, confidence, frame_mask, layout, cfg.stream)
+
+
+def eval_inputs(
+    batch: Mapping[str, jax.Array], layout: Layout, cfg: AugmentConfig
+) -> dict[str, jax.Array]:
+  """Deterministic model inputs: the whole clip sampled uniformly, normalised, no augmentation.
+
+  Arguments and result as for `train_inputs` (without the key).
+  """
+  _check_batch(batch, layout)
+  keypoints, confidence, frame_mask = sample_frames(
+      batch, cfg.num_frames, pad=cfg.pad_instead_of_resample)
+  if cfg.normalize:
+    keypoints = normalize(keypoints, confidence, frame_mask, layout)
+  return _model_inputs(keypoints, confidence, frame_mask, layout, cfg.stream)
+
+
+def _model_inputs(keypoints, confidence, frame_mask, layout, stream) -> dict[str, jax.Array]:
+  keypoints, confidence = to_stream(keypoints, confidence, frame_mask, layout, stream)
+  return {'keypoints': jnp.concatenate([keypoints, confidence[..., None]], axis=-1),
+          'frame_mask': frame_mask}
+
+
+def _check_batch(batch: Mapping[str, jax.Array], layout: Layout) -> None:
+  """Static shape checks (shapes are known at trace time)."""
+  shape = jnp.shape(batch['keypoints'])
+  expected = (layout.num_joints, layout.coord_dims)
+  if len(shape) != 4 or shape[2:] != expected:
+    raise ValueError(f'keypoints must be (B, L, V, C) = (B, L, {expected[0]}, {expected[1]}) '
+                     f'for layout {layout.name!r}, got {shape}')
+  if jnp.shape(batch['confidence']) != shape[:3]:
+    raise ValueError(
+        f'confidence shape {jnp.shape(batch["confidence"])} does not match keypoints {shape}')
+  if jnp.shape(batch['num_frames']) != shape[:1]:
+    raise ValueError(
+        f'num_frames must be (B,) = ({shape[0]},), got {jnp.shape(batch["num_frames"])}')
