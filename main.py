@@ -1,0 +1,29 @@
+"""Micro-DualNet: train, evaluate, prepare data.
+
+  python main.py --config=configs/synthetic.py --workdir=/tmp/mdn_synthetic
+  python main.py --mode=eval --config=configs/synthetic.py --workdir=/tmp/mdn_synthetic
+  python main.py --mode=prepare --config=configs/imigue.py --config.data.manual_dir=<dir>
+
+Any config value can be overridden: --config.model.width=128 --config.loss.mac=none.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from micro_dualnet_jax import cli
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', 'configs/synthetic.py', 'Run configuration file.',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Work directory: checkpoints, logs, metrics, plots.')
+flags.DEFINE_enum('mode', 'train', cli.MODES, 'What to do.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,38 @@
+"""What main.py's modes do: kept here so main.py stays a thin flag parser."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import ml_collections
+from absl import logging
+
+MODES = ('train', 'eval', 'prepare')
+
+
+def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None) -> None:
+  """Runs `mode`; user errors (bad data, bad config, bad work directory) exit with a message."""
+  # Imported here so `--help` and flag errors stay fast.
+  from micro_dualnet_jax import train  # pylint: disable=g-import-not-at-top
+  from micro_dualnet_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  from micro_dualnet_jax.data.clip import DataFormatError  # pylint: disable=g-import-not-at-top
+
+  logging.set_verbosity(logging.WARNING)
+  try:
+    if mode == 'prepare':
+      d = config.data
+      for stats in prepare.prepare_dataset(d.name, d.manual_dir or None,
+                                           os.path.expanduser(d.data_dir), **d.options.to_dict()):
+        print(json.dumps(stats), flush=True)
+      return
+    if not workdir:
+      raise ValueError(f'--workdir is required for --mode={mode}')
+    if mode == 'train':
+      train.train_and_evaluate(config, workdir)
+    elif mode == 'eval':
+      print(json.dumps(train.evaluate_workdir(config, workdir)), flush=True)
+  except (DataFormatError, prepare.DatasetNotFoundError, train.TrainingError, ValueError) as error:
+    print(f'error: {error}', file=sys.stderr, flush=True)
+    sys.exit(2)

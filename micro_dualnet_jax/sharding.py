@@ -1,0 +1,89 @@
+"""Device mesh, shardings and multi-process start (DESIGN.md Section 2, "Parallelism").
+
+One mesh axis, 'data', spans every device of every process: the global batch is split on it and
+parameters are replicated. `jax.jit` with these shardings is the replacement for `pmap`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = 'data'
+# Variables that, when set, mean a launcher asked for a multi-process run.
+_DISTRIBUTED_ENV = ('JAX_COORDINATOR_ADDRESS', 'COORDINATOR_ADDRESS')
+
+
+def maybe_initialize_distributed() -> None:
+  """Calls `jax.distributed.initialize()` when the environment asks for several processes.
+
+  TPU pods and SLURM/Open MPI jobs are detected by JAX itself when JAX_COORDINATOR_ADDRESS or the
+  cluster's own variables are set; a plain local run stays single-process. Explicit settings:
+  JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES, JAX_PROCESS_ID (and, on CPU,
+  JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo).
+  """
+  if jax.distributed.is_initialized():
+    return
+  address = next((os.environ[k] for k in _DISTRIBUTED_ENV if os.environ.get(k)), None)
+  cluster = any(os.environ.get(k) for k in ('SLURM_JOB_ID', 'OMPI_COMM_WORLD_SIZE',
+                                            'TPU_WORKER_HOSTNAMES'))
+  if address is None and not cluster:
+    return
+  if os.environ.get('JAX_CPU_COLLECTIVES_IMPLEMENTATION'):
+    jax.config.update('jax_cpu_collectives_implementation',
+                      os.environ['JAX_CPU_COLLECTIVES_IMPLEMENTATION'])
+  kwargs = {}
+  if address is not None:
+    kwargs = dict(coordinator_address=address,
+                  num_processes=int(os.environ['JAX_NUM_PROCESSES']),
+                  process_id=int(os.environ['JAX_PROCESS_ID']))
+  jax.distributed.initialize(**kwargs)
+  logging.info('jax.distributed: process %d of %d, %d local / %d global devices',
+               jax.process_index(), jax.process_count(), jax.local_device_count(),
+               jax.device_count())
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh named 'data' over `devices` (default: every device of every process)."""
+  devices = list(jax.devices() if devices is None else devices)
+  return Mesh(np.array(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over 'data', the rest replicated."""
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
+  """Returns the per-process batch size; refuses a batch the devices cannot split evenly."""
+  devices, processes = mesh.devices.size, jax.process_count()
+  if global_batch_size % devices:
+    raise ValueError(f'batch_size {global_batch_size} is not divisible by the {devices} devices '
+                     f'of the mesh; use a multiple of {devices}')
+  return global_batch_size // processes
+
+
+def to_global(local_batch: dict[str, np.ndarray], sharding: NamedSharding,
+              global_batch_size: int) -> dict[str, jax.Array]:
+  """Per-process numpy batch -> global jax.Arrays sharded on the batch axis."""
+  def convert(x):
+    shape = (global_batch_size, *x.shape[1:])
+    return jax.make_array_from_process_local_data(sharding, x, shape)
+  return {k: convert(v) for k, v in local_batch.items()}
+
+
+def fetch_global(x: jax.Array) -> np.ndarray:
+  """A (possibly multi-process) global array as one numpy array on every process."""
+  if x.is_fully_addressable:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
