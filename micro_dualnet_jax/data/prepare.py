@@ -1,0 +1,237 @@
+"""Prepare step: find a dataset's released files, build its TFDS dataset, report split stats.
+
+DESIGN.md Section 2 (Data). `prepare_dataset` looks at what the manual folder holds, picks the
+reader that fits (e.g. raw vs processed iMiGUE), runs the TFDS builder (array_record files, no
+TensorFlow) and returns one stats dict per split; `main.py --mode=prepare` prints them as JSON
+lines. `load_split` opens a prepared split for random access.
+
+Where the files are looked for, in order:
+  manual_dir given:  manual_dir, then manual_dir/<name>
+  manual_dir None:   <data_dir>/downloads/manual/<name>, then <data_dir>/downloads/manual
+                     (NW-UCLA also: ../shared/datasets/nw_ucla from the project root)
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from micro_dualnet_jax.data import builders
+from micro_dualnet_jax.data.readers import imigue, ma52, nwucla
+
+# Canonical split order of the stats; any other split name follows in name order.
+SPLIT_ORDER = ('train', 'validation', 'test')
+# Split names people use for the same thing.
+SPLIT_ALIASES = {'val': 'validation', 'valid': 'validation', 'validate': 'validation'}
+_SYNTHETIC_OPTIONS = ('num_train', 'num_test', 'seed', 'layout')
+# Where DATA_FORMATS.md Section 5 keeps NW-UCLA beside the project.
+_SHARED_NWUCLA = pathlib.Path(__file__).resolve().parents[2] / '..' / 'shared' / 'datasets' / (
+    'nw_ucla')
+
+
+class DatasetNotFoundError(FileNotFoundError):
+  """The released files of a dataset are not where prepare looked; the message says what to do."""
+
+
+def dataset_names() -> tuple[str, ...]:
+  return tuple(builders.BUILDERS)
+
+
+def _builder_cls(name: str) -> type[builders.ClipDatasetBuilder]:
+  if name not in builders.BUILDERS:
+    raise ValueError(f'unknown dataset {name!r}; known datasets: {list(builders.BUILDERS)}')
+  return builders.BUILDERS[name]
+
+
+def _candidates(name: str, manual_dir: str | None, data_dir: str) -> list[pathlib.Path]:
+  if manual_dir is not None:
+    return [pathlib.Path(manual_dir), pathlib.Path(manual_dir) / name]
+  default = pathlib.Path(data_dir) / 'downloads' / 'manual'
+  extra = [_SHARED_NWUCLA.resolve()] if name == 'nwucla' else []
+  return [default / name, default, *extra]
+
+
+def imigue_release(root: pathlib.Path, source: str | None = None) -> str | None:
+  """Which iMiGUE release `root` holds: 'raw', 'processed', or None for neither.
+
+  Args:
+    source: 'raw' or 'processed' to look for that release alone (needed when both are present).
+  """
+  found = {'raw': imigue.raw_splits(root), 'processed': imigue.processed_splits(root)}
+  if source is not None:
+    return source if found[source] else None
+  if found['raw'] and found['processed']:
+    raise ValueError(
+        f'{root} holds both the raw iMiGUE release ({found["raw"]}) and processed arrays '
+        f'({found["processed"]}); pass source="raw" or source="processed"')
+  return next((release for release, splits in found.items() if splits), None)
+
+
+def holds_dataset(name: str, root: pathlib.Path, source: str | None = None) -> bool:
+  """Whether `root` holds released files of dataset `name` (see `imigue_release` for source)."""
+  if not root.is_dir():
+    return False
+  if name == 'imigue':
+    return imigue_release(root, source) is not None
+  if name == 'ma52':
+    return bool(ma52.available_splits(root))
+  if name == 'nwucla':
+    return any(nwucla.sequence_dir(root).glob('*.json'))
+  raise ValueError(f'dataset {name!r} has no released files to look for')
+
+
+def find_manual_dir(name: str, manual_dir: str | None, data_dir: str,
+                    source: str | None = None) -> tuple[pathlib.Path, str | None]:
+  """The first candidate folder that holds dataset `name`, and the builder config that reads it.
+
+  Args:
+    source: iMiGUE only, 'raw' or 'processed' to choose when a folder holds both.
+
+  Returns:
+    (folder, config): config is the iMiGUE release, None for single-config datasets.
+
+  Raises:
+    DatasetNotFoundError: nothing recognisable was found; the message lists the folders searched
+      and the builder's download instructions.
+  """
+  cls = _builder_cls(name)
+  searched = _candidates(name, manual_dir, data_dir)
+  for root in searched:
+    if holds_dataset(name, root, source):
+      return root, imigue_release(root, source) if name == 'imigue' else None
+  raise DatasetNotFoundError(
+      f'No {name} files found. Looked in: {", ".join(str(p) for p in searched)}.\n'
+      f'{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}')
+
+
+def _synthetic_config(options: dict[str, Any]) -> builders.SyntheticConfig:
+  unknown = set(options) - set(_SYNTHETIC_OPTIONS)
+  if unknown:
+    raise ValueError(f'unknown synthetic options {sorted(unknown)}; known: {_SYNTHETIC_OPTIONS}')
+  return builders.SyntheticConfig(**options)
+
+
+def _check_options(name: str, options: dict[str, Any]) -> str | None:
+  """Validates `options` for a real dataset; returns the iMiGUE `source` choice if given."""
+  allowed = ('source',) if name == 'imigue' else ()
+  unknown = set(options) - set(allowed)
+  if unknown:
+    raise ValueError(f'unknown options {sorted(unknown)} for dataset {name!r}; known: {allowed}')
+  source = options.get('source')
+  if source not in (None, 'raw', 'processed'):
+    raise ValueError(f'iMiGUE source must be "raw" or "processed", got {source!r}')
+  return source
+
+
+def make_builder(name: str, data_dir: str, config: str | builders.SyntheticConfig | None = None
+                 ) -> builders.ClipDatasetBuilder:
+  """The TFDS builder of dataset `name` (array_record files under `data_dir`)."""
+  kwargs = {} if config is None else {'config': config}
+  return _builder_cls(name)(data_dir=data_dir, **kwargs)
+
+
+def _ordered(splits: Sequence[str]) -> list[str]:
+  known = [s for s in SPLIT_ORDER if s in splits]
+  return known + sorted(s for s in splits if s not in SPLIT_ORDER)
+
+
+def split_stats(source: Sequence[dict[str, Any]], split: str, num_classes: int) -> dict[str, Any]:
+  """Stats of one prepared split: clip count, per-class counts and frame-count summary.
+
+  Args:
+    source: the split's records (e.g. a `tfds.data_source`).
+    num_classes: length of class_counts. Unlabelled clips (label -1) are counted under
+      'unlabelled' (present only when there are some).
+  """
+  labels = np.array([int(r['label']) for r in source], np.int64)
+  frames = np.array([int(r['num_frames']) for r in source], np.int64)
+  stats: dict[str, Any] = {
+      'split': split, 'clips': len(labels),
+      'class_counts': np.bincount(labels[labels >= 0], minlength=num_classes).tolist(),
+      'frames': {'min': int(frames.min()), 'median': float(np.median(frames)),
+                 'max': int(frames.max())} if len(frames) else {},
+  }
+  if np.any(labels < 0):
+    stats['unlabelled'] = int(np.sum(labels < 0))
+  return stats
+
+
+def prepare_dataset(name: str, manual_dir: str | None, data_dir: str,
+                    **options: Any) -> list[dict[str, Any]]:
+  """Builds the TFDS dataset `name` from its released files and returns per-split stats.
+
+  Args:
+    name: 'imigue', 'ma52', 'nwucla' or 'synthetic'.
+    manual_dir: folder holding the released files (see the module docstring for the search
+      order when None). Ignored for 'synthetic'.
+    data_dir: TFDS data directory the array_record files are written to.
+    **options: 'synthetic': num_train, num_test, seed, layout. 'imigue': source ('raw' or
+      'processed') only when the folder holds both.
+
+  Returns:
+    One dict per split: {"split", "clips", "class_counts", "frames": {"min", "median", "max"}}
+    (+ "unlabelled" when a split has unlabelled clips).
+
+  A dataset already prepared in `data_dir` is reused as it is (TFDS semantics); delete
+  `<data_dir>/<builder name>/<config>/` to rebuild it from changed files.
+  """
+  if name == 'synthetic':
+    builder, root = make_builder(name, data_dir, _synthetic_config(options)), None
+  else:
+    root, config = find_manual_dir(name, manual_dir, data_dir, _check_options(name, options))
+    builder = make_builder(name, data_dir, config)
+  # TFDS statistics would need TensorFlow; split_stats below reports what matters here.
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=None if root is None else str(root),
+      compute_stats=tfds.download.ComputeStatsMode.SKIP))
+  num_classes = int(builder.info.metadata['num_classes'])
+  return [split_stats(builder.as_data_source(split), split, num_classes)
+          for split in _ordered(list(builder.info.splits))]
+
+
+def _prepared_imigue_config(data_dir: str, source: str | None) -> str:
+  if source is not None:
+    return source
+  prepared = [c.name for c in builders.Imigue.BUILDER_CONFIGS
+              if make_builder('imigue', data_dir, c.name).is_prepared()]
+  if not prepared:
+    raise DatasetNotFoundError(
+        f'imigue is not prepared in {data_dir}; run prepare_dataset("imigue", manual_dir, '
+        f'{data_dir!r}) (main.py --mode=prepare) first')
+  if len(prepared) > 1:
+    raise ValueError(f'{data_dir} holds {len(prepared)} prepared iMiGUE configs {prepared}; '
+                     'pass source="raw" or source="processed"')
+  return prepared[0]
+
+
+def load_split(name: str, split: str, data_dir: str, **options: Any) -> Sequence[dict[str, Any]]:
+  """Random-access records of a prepared split (`tfds.data_source`; records are dicts of numpy).
+
+  Args:
+    name: dataset name (as for prepare_dataset).
+    split: 'train', 'validation' (aliases 'val', 'valid', 'validate') or 'test'.
+    data_dir: the TFDS data directory prepare_dataset wrote to.
+    **options: the same options prepare_dataset got ('synthetic': sizes, seed, layout; 'imigue':
+      source, needed only when both configs were prepared).
+  """
+  if name == 'synthetic':
+    config: str | builders.SyntheticConfig | None = _synthetic_config(options)
+  elif name == 'imigue':
+    config = _prepared_imigue_config(data_dir, _check_options(name, options))
+  else:
+    _check_options(name, options)
+    config = None
+  builder = make_builder(name, data_dir, config)
+  if not builder.is_prepared():
+    raise DatasetNotFoundError(
+        f'{name} ({builder.info.full_name}) is not prepared in {data_dir}; run '
+        f'prepare_dataset({name!r}, manual_dir, {data_dir!r}) (main.py --mode=prepare) first')
+  split = SPLIT_ALIASES.get(split, split)
+  if split not in builder.info.splits:
+    raise ValueError(
+        f'{name} has no split {split!r}; prepared splits: {_ordered(list(builder.info.splits))}')
+  return builder.as_data_source(split)
