@@ -49,6 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 128
   config.num_epochs = 100
   config.num_train_steps = 0        # > 0 overrides num_epochs
+  config.max_steps_per_run = 0      # > 0: checkpoint and exit after this many steps (time slots)
   config.log_every_steps = 50
   config.eval_every_steps = 1000
   config.checkpoint_every_steps = 1000

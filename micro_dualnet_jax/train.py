@@ -336,7 +336,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return {'step': step, 'epoch': epoch, 'batch_in_epoch': offset, 'best': best,
             'model': _jsonable(config.model.to_dict()), 'seed': config.seed}
 
+  saved = {'step': start_step}
+
   def save(step, force=False):
+    if saved['step'] == step:
+      return
     nonfinite = int(state['nonfinite'])
     if nonfinite:
       raise TrainingError(
@@ -344,6 +348,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           'those updates were skipped and no checkpoint was written after them. Lower '
           'optim.learning_rate, check the data for NaN keypoints, or set optim.clip_norm.')
     ckpt.save(step, state, meta_for(step), force=force)
+    saved['step'] = step
 
   def run_eval(step):
     result = evaluate(eval_step, state, eval_loader, mesh, config.model.num_classes,
@@ -390,11 +395,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         run_eval(step)
       if step % config.checkpoint_every_steps == 0 or step == total_steps:
         save(step)
-      if stop.signal is not None:
+      if stop.signal is not None or (step - start_step == config.max_steps_per_run
+                                     and step < total_steps):
         save(step, force=True)
         ckpt.close()
-        print(f'Received signal {stop.signal}: saved checkpoint at step {step}, exiting.',
-              flush=True)
+        reason = (f'received signal {stop.signal}' if stop.signal is not None else
+                  f'max_steps_per_run={config.max_steps_per_run} reached')
+        print(f'Stopping early ({reason}): saved checkpoint at step {step}; run the same '
+              'command again to resume.', flush=True)
         return {'interrupted_at_step': step}
     batches.close()
   if int(state['nonfinite']):

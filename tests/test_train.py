@@ -1,0 +1,150 @@
+"""Training application: smoke run, sharded = single-device step, resume, SIGTERM, bad runs."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import smoke
+from micro_dualnet_jax import sharding, train
+from micro_dualnet_jax.data import datasets
+from micro_dualnet_jax.data.clip import DataFormatError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+def smoke_config(data_dir, **overrides):
+  config = smoke.get_config()
+  config.data.data_dir = data_dir
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def test_smoke_run_writes_every_output(data_dir, tmp_path):
+  summary = train.train_and_evaluate(smoke_config(data_dir), str(tmp_path))
+  assert summary['step'] == 8
+  assert 0.0 <= summary['final']['top1'] <= 100.0
+  for name in ('config.json', 'metrics.jsonl', 'summary.json', 'predictions.csv',
+               'eval_metrics.json', 'training_curves.png', 'confusion_matrix.png',
+               'routing_weights.png'):
+    assert (tmp_path / name).stat().st_size > 0, name
+  lines = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert [l['step'] for l in lines if 'train_loss' in l] == [2, 4, 6, 8]
+  assert all(np.isfinite(l['train_loss']) for l in lines if 'train_loss' in l)
+  predictions = (tmp_path / 'predictions.csv').read_text().splitlines()
+  assert len(predictions) == 1 + 24      # header + every test clip exactly once
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['4', '8']
+  # --mode=eval on the work directory reproduces the final metrics.
+  evaluated = train.evaluate_workdir(smoke_config(data_dir), str(tmp_path), use_best=False)
+  assert evaluated['step'] == 8
+  assert evaluated['top1'] == pytest.approx(summary['final']['top1'])
+
+
+def _one_step(config, devices, batch_np):
+  mesh = sharding.make_mesh(devices)
+  tx, _ = train.make_optimizer(config, 10)
+  graphdef, state = train.create_train_state(config, tx, mesh)
+  step = train.make_train_step(graphdef, tx, config, mesh)
+  batch = sharding.to_global(batch_np, sharding.batch_sharding(mesh), config.batch_size)
+  state, metrics = step(state, batch)
+  return jax.device_get(state['params']), jax.device_get(metrics)
+
+
+def test_step_on_8_devices_equals_one_device(data_dir):
+  assert jax.device_count() == 8, 'tests/conftest.py sets 8 host devices'
+  config = smoke_config(data_dir)
+  splits = datasets.load_splits(config)
+  loader = datasets.make_loader(config, splits.train, config.batch_size, 'train')
+  batch = next(loader.train_batches())
+  params8, metrics8 = _one_step(config, jax.devices(), batch)
+  params1, metrics1 = _one_step(config, jax.devices()[:1], batch)
+  np.testing.assert_allclose(metrics8['loss'], metrics1['loss'], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(params8), jax.tree.leaves(params1)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_resumed_run_equals_uninterrupted(data_dir, tmp_path):
+  full = train.train_and_evaluate(smoke_config(data_dir), str(tmp_path / 'full'))
+  first = train.train_and_evaluate(smoke_config(data_dir, max_steps_per_run=3),
+                                   str(tmp_path / 'split'))
+  assert first == {'interrupted_at_step': 3}
+  resumed = train.train_and_evaluate(smoke_config(data_dir), str(tmp_path / 'split'))
+  assert resumed['param_checksum'] == full['param_checksum']
+  assert resumed['final'] == full['final']
+
+
+def test_refuses_workdir_of_a_different_model(data_dir, tmp_path):
+  train.train_and_evaluate(smoke_config(data_dir, max_steps_per_run=1), str(tmp_path))
+  with pytest.raises(train.TrainingError, match=r'model.width: 16 in the work directory, 24 now'):
+    train.train_and_evaluate(smoke_config(data_dir, **{'model.width': 24}), str(tmp_path))
+
+
+def test_nan_loss_stops_with_a_message_and_no_nan_checkpoint(data_dir, tmp_path):
+  config = smoke_config(data_dir, **{'optim.learning_rate': 1e30, 'optim.clip_norm': 0.0})
+  with pytest.raises(train.TrainingError, match='NaN or inf'):
+    train.train_and_evaluate(config, str(tmp_path))
+  checkpoints = tmp_path / 'checkpoints'
+  saved = sorted(os.listdir(checkpoints)) if checkpoints.exists() else []
+  assert all(int(s) < 2 for s in saved if s.isdigit())
+
+
+def test_unwritable_workdir_is_refused(data_dir, tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a directory')
+  with pytest.raises(train.TrainingError, match='not writable'):
+    train.train_and_evaluate(smoke_config(data_dir), str(blocker / 'run'))
+
+
+def test_config_that_does_not_fit_the_data(data_dir, tmp_path):
+  with pytest.raises(DataFormatError, match=r'expects \(T, 17, 2\)'):
+    train.train_and_evaluate(smoke_config(data_dir, **{'model.layout': 'coco17'}),
+                             str(tmp_path / 'a'))
+  with pytest.raises(ValueError, match='15 classes but model.num_classes is 20'):
+    train.train_and_evaluate(smoke_config(data_dir, **{'model.num_classes': 20}),
+                             str(tmp_path / 'b'))
+
+
+def test_sigterm_saves_a_restorable_checkpoint(data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  command = [sys.executable, 'main.py', '--config=configs/smoke.py', f'--workdir={workdir}',
+             f'--config.data.data_dir={data_dir}', '--config.num_train_steps=400',
+             '--config.checkpoint_every_steps=1000', '--config.log_every_steps=1']
+  env = {**os.environ, 'XLA_FLAGS': ''}
+  proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, env=env)
+  lines = []
+  deadline = time.time() + 120
+  for line in proc.stdout:
+    lines.append(line)
+    if line.startswith('step 3/'):
+      proc.send_signal(signal.SIGTERM)
+      break
+    assert time.time() < deadline, ''.join(lines)
+  out, _ = proc.communicate(timeout=60)
+  assert proc.returncode == 0, ''.join(lines) + out
+  assert 'saved checkpoint at step' in out
+  steps = [int(s) for s in os.listdir(workdir / 'checkpoints') if s.isdigit()]
+  assert len(steps) == 1 and 3 <= steps[0] < 400
+  # The checkpoint restores: a resumed run starts from it.
+  config = smoke_config(data_dir, **{'num_train_steps': 400, 'max_steps_per_run': 1,
+                                     'checkpoint_every_steps': 1000})
+  result = train.train_and_evaluate(config, str(workdir))
+  assert result == {'interrupted_at_step': steps[0] + 1}
