@@ -17,12 +17,16 @@ config_flags.DEFINE_config_file('config', 'configs/synthetic.py', 'Run configura
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Work directory: checkpoints, logs, metrics, plots.')
 flags.DEFINE_enum('mode', 'train', cli.MODES, 'What to do.')
+flags.DEFINE_string('input', None, 'predict: pose data to run the trained model on (OpenPose '
+                    'JSON folder, .npy (T, V, C), iMiGUE raw CSV or PYSKL pickle).')
+flags.DEFINE_string('output', None, 'predict/export: output folder (default: under --workdir).')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir)
+  cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, input_path=FLAGS.input,
+          output_dir=FLAGS.output)
 
 
 if __name__ == '__main__':

@@ -9,10 +9,11 @@ import sys
 import ml_collections
 from absl import logging
 
-MODES = ('train', 'eval', 'prepare')
+MODES = ('train', 'eval', 'prepare', 'predict', 'export')
 
 
-def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None) -> None:
+def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
+        input_path: str | None = None, output_dir: str | None = None) -> None:
   """Runs `mode`; user errors (bad data, bad config, bad work directory) exit with a message."""
   # Imported here so `--help` and flag errors stay fast.
   from micro_dualnet_jax import train  # pylint: disable=g-import-not-at-top
@@ -33,6 +34,12 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None) -> No
       train.train_and_evaluate(config, workdir)
     elif mode == 'eval':
       print(json.dumps(train.evaluate_workdir(config, workdir)), flush=True)
+    elif mode == 'predict':
+      from micro_dualnet_jax import predict  # pylint: disable=g-import-not-at-top
+      predict.run_predict(config, workdir, input_path, output_dir)
+    elif mode == 'export':
+      from micro_dualnet_jax import export  # pylint: disable=g-import-not-at-top
+      export.run_export(config, workdir, output_dir)
   except (DataFormatError, prepare.DatasetNotFoundError, train.TrainingError, ValueError) as error:
     print(f'error: {error}', file=sys.stderr, flush=True)
     sys.exit(2)
