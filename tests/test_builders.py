@@ -203,7 +203,6 @@ def test_missing_dataset_says_what_where_and_how(tmp_path):
 
 
 def test_synthetic_configs_do_not_collide(tmp_path):
-  pytest.importorskip('micro_dualnet_jax.data.synthetic')
   data_dir = str(tmp_path)
   small = prepare.prepare_dataset('synthetic', None, data_dir, num_train=4, num_test=2, seed=3)
   other = prepare.prepare_dataset('synthetic', None, data_dir, num_train=6, num_test=2, seed=3,
@@ -218,3 +217,19 @@ def test_synthetic_configs_do_not_collide(tmp_path):
       'openpose22_train4_test2_seed3')
   with pytest.raises(ValueError, match=r"unknown synthetic options \['size'\]"):
     prepare.load_split('synthetic', 'train', data_dir, size=3)
+
+
+def test_sliced_split_holds_out_part_of_train(tmp_path):
+  """'train[:75%]' / 'train[75%:]' partition the train split (model selection without test)."""
+  data_dir = str(tmp_path)
+  prepare.prepare_dataset('synthetic', None, data_dir, num_train=8, num_test=2, seed=3)
+  options = dict(num_train=8, num_test=2, seed=3)
+  fit = prepare.load_split('synthetic', 'train[:75%]', data_dir, **options)
+  held_out = prepare.load_split('synthetic', 'train[75%:]', data_dir, **options)
+  ids = lambda source: {r['clip_id'] for r in source}
+  assert (len(fit), len(held_out)) == (6, 2)
+  assert ids(fit) | ids(held_out) == ids(prepare.load_split('synthetic', 'train', data_dir,
+                                                           **options))
+  assert not ids(fit) & ids(held_out)
+  with pytest.raises(ValueError, match="no split 'dev'"):
+    prepare.load_split('synthetic', 'dev[:10%]', data_dir, **options)

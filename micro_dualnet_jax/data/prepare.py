@@ -230,8 +230,11 @@ def load_split(name: str, split: str, data_dir: str, **options: Any) -> Sequence
     raise DatasetNotFoundError(
         f'{name} ({builder.info.full_name}) is not prepared in {data_dir}; run '
         f'prepare_dataset({name!r}, manual_dir, {data_dir!r}) (main.py --mode=prepare) first')
-  split = SPLIT_ALIASES.get(split, split)
-  if split not in builder.info.splits:
+  # TFDS slicing ('train[:90%]', 'train[90%:]') selects a held-out part of a split, e.g. for
+  # model selection without touching the test split.
+  base, bracket, rest = split.partition('[')
+  base = SPLIT_ALIASES.get(base, base)
+  if base not in builder.info.splits:
     raise ValueError(
-        f'{name} has no split {split!r}; prepared splits: {_ordered(list(builder.info.splits))}')
-  return builder.as_data_source(split)
+        f'{name} has no split {base!r}; prepared splits: {_ordered(list(builder.info.splits))}')
+  return builder.as_data_source(base + bracket + rest)
