@@ -56,4 +56,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
   config.async_checkpoints = True
   config.best_metric = 'top1'
+
+  # --mode=predict on new pose data and long recordings (micro_dualnet_jax/predict.py).
+  config.predict = ml_collections.ConfigDict(dict(
+      window=0,          # frames; 0 = min(2 * model.num_frames, data.max_frames)
+      stride=0,          # frames; 0 = window // 2
+      batch_size=32,     # windows per jit call (rounded up to a multiple of the device count)
+      top_k=5,
+      smoothing=0,       # odd majority-filter width in frames; 0 = stride rounded up; 1 = off
+      fps=30.0,          # for the times in the outputs
+      input_layout='',   # layout of .npy / PYSKL inputs; '' = recognised by joint count
+      background_class='background',
+      render=True,       # clip.gif for short inputs
+  ))
   return config

@@ -1,0 +1,98 @@
+"""Prediction throughput: windows per second of `predict.Predictor` on this machine.
+
+    python benchmarks/predict.py [--windows=256] [--batch_size=32]
+
+For the paper-default model (configs/default.py) and the synthetic config's model, with random
+weights (speed does not depend on them), on a synthetic recording in the model's layout, with the
+default window and stride of `--mode=predict`. The first batch (jit compilation) is timed
+separately. Prints one JSON object and writes it to benchmarks/results/predict.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from configs import default, synthetic as synthetic_config  # pylint: disable=wrong-import-position
+from micro_dualnet_jax import predict, sharding, train  # pylint: disable=wrong-import-position
+from micro_dualnet_jax.data import synthetic  # pylint: disable=wrong-import-position
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer('windows', 256, 'Windows timed per model (after the compiling batch).')
+flags.DEFINE_integer('batch_size', 32, 'Windows per jit call.')
+flags.DEFINE_string('output', str(ROOT / 'benchmarks' / 'results' / 'predict.json'),
+                    'Where the JSON goes.')
+
+
+def recording(layout: str, frames: int) -> tuple[np.ndarray, np.ndarray]:
+  """Synthetic clips back to back, at least `frames` long: keypoints (T, V, 2), confidence."""
+  clips = synthetic.generate_split('test', num_clips=max(1, frames // 60), seed=0, layout=layout)
+  keypoints = np.concatenate([c.keypoints for c in clips])[:frames]
+  confidence = np.concatenate([c.confidence for c in clips])[:frames]
+  return keypoints, confidence
+
+
+def measure(name: str, config, num_windows: int, batch_size: int) -> dict:
+  tx, _ = train.make_optimizer(config, 1)
+  mesh = sharding.make_mesh()
+  graphdef, state = train.create_train_state(config, tx, mesh)
+  predictor = predict.Predictor(config, graphdef, state, batch_size=batch_size, mesh=mesh)
+  options = predict.PredictOptions().resolved(config)
+  window, stride = options.window, options.stride
+  frames = window + stride * (num_windows + predictor.batch_size)
+  keypoints, confidence = recording(config.model.layout, frames)
+  starts = predict.window_starts(len(keypoints), window, stride)
+
+  t0 = time.perf_counter()
+  predictor.run(keypoints, confidence, starts[:predictor.batch_size], window)
+  compile_s = time.perf_counter() - t0
+  timed = starts[predictor.batch_size:predictor.batch_size + num_windows]
+  t0 = time.perf_counter()
+  out = predictor.run(keypoints, confidence, timed, window)
+  elapsed = time.perf_counter() - t0
+  assert np.isfinite(out['logits']).all()
+  rate = len(timed) / elapsed
+  fps = options.fps
+  return {
+      'model': name, 'parameters': int(sum(x.size for x in jax.tree.leaves(state['params']))),
+      'num_frames': config.model.num_frames, 'window': window, 'stride': stride,
+      'batch_size': predictor.batch_size, 'windows_timed': len(timed),
+      'first_batch_with_compile_s': round(compile_s, 2),
+      'windows_per_s': round(rate, 1),
+      # Recording time processed per second of compute at the default stride and fps.
+      'recording_seconds_per_s': round(rate * stride / fps, 1),
+  }
+
+
+def main(argv):
+  del argv
+  results = {
+      'benchmark': 'predict windows per second (Predictor.run, steady state)',
+      'device': f'{jax.devices()[0].platform}: {jax.devices()[0].device_kind} x '
+                f'{jax.device_count()}',
+      'cpu_count': os.cpu_count(), 'machine': platform.machine(), 'jax': jax.__version__,
+      'results': [measure('default (configs/default.py)', default.get_config(), FLAGS.windows,
+                          FLAGS.batch_size),
+                  measure('synthetic (configs/synthetic.py)', synthetic_config.get_config(),
+                          FLAGS.windows, FLAGS.batch_size)],
+  }
+  text = json.dumps(results, indent=2)
+  print(text)
+  os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
+  with open(FLAGS.output, 'w') as f:
+    f.write(text + '\n')
+
+
+if __name__ == '__main__':
+  app.run(main)
