@@ -7,11 +7,11 @@ parameters are replicated. `jax.jit` with these shardings is the replacement for
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Sequence
 
 import jax
 import numpy as np
-from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = 'data'
@@ -43,9 +43,22 @@ def maybe_initialize_distributed() -> None:
                   num_processes=int(os.environ['JAX_NUM_PROCESSES']),
                   process_id=int(os.environ['JAX_PROCESS_ID']))
   jax.distributed.initialize(**kwargs)
-  logging.info('jax.distributed: process %d of %d, %d local / %d global devices',
-               jax.process_index(), jax.process_count(), jax.local_device_count(),
-               jax.device_count())
+  # One line per process, so a launcher's logs show at a glance that every process joined.
+  print(f'jax.distributed: process {jax.process_index()} of {jax.process_count()} joined on '
+        f'{socket.gethostname()}; {jax.local_device_count()} local / {jax.device_count()} global '
+        f'devices ({jax.local_devices()[0].platform})', flush=True)
+
+
+def any_process(flag: bool) -> bool:
+  """True on every process iff `flag` is True on at least one.
+
+  With several processes this is a collective: every process must call it at the same point of
+  the program. It lets them take the same decision (stop after this step, skip a checkpoint).
+  """
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -85,5 +98,7 @@ def fetch_global(x: jax.Array) -> np.ndarray:
   """A (possibly multi-process) global array as one numpy array on every process."""
   if x.is_fully_addressable:
     return np.asarray(x)
+  if x.sharding.is_fully_replicated:   # a local copy is the whole array: no communication
+    return np.asarray(x.addressable_data(0))
   from jax.experimental import multihost_utils
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -9,7 +9,6 @@ device values only at logging, evaluation and checkpoint points.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import signal
@@ -27,7 +26,8 @@ from flax import nnx
 
 from micro_dualnet_jax import metrics as metrics_lib
 from micro_dualnet_jax import report, sharding
-from micro_dualnet_jax.checkpoint import Checkpointer, abstract_like
+from micro_dualnet_jax.checkpoint import (Checkpointer, CheckpointWriteError, abstract_like,
+                                          tree_checksum)
 from micro_dualnet_jax.data import augment
 from micro_dualnet_jax.data import datasets
 from micro_dualnet_jax.data.loader import Loader
@@ -98,10 +98,7 @@ def create_train_state(config: ml_collections.ConfigDict, tx: optax.GradientTran
 
 def parameter_checksum(params: Any) -> str:
   """sha256 over the parameter bytes in tree order: equal iff the parameters are bit-identical."""
-  digest = hashlib.sha256()
-  for leaf in jax.tree.leaves(params):
-    digest.update(np.ascontiguousarray(sharding.fetch_global(leaf)).tobytes())
-  return digest.hexdigest()[:16]
+  return tree_checksum(params)
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
@@ -250,7 +247,8 @@ class _Stop:
 def _check_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, '.write_test')
+    # One probe per process: processes sharing a work directory must not remove each other's.
+    probe = os.path.join(workdir, f'.write_test.{jax.process_index()}.{os.getpid()}')
     with open(probe, 'w') as f:
       f.write('ok')
     os.remove(probe)
@@ -281,6 +279,15 @@ def _jsonable(value):
   return json.loads(json.dumps(value, default=str))
 
 
+def _checkpoint_io(write: Callable[..., Any], *args, **kwargs) -> Any:
+  """Runs a checkpoint write; a failed one stops the run with a TrainingError (its message says
+  which checkpoints are intact and how to resume)."""
+  try:
+    return write(*args, **kwargs)
+  except CheckpointWriteError as error:
+    raise TrainingError(str(error)) from error
+
+
 class _JsonLog:
   """metrics.jsonl writer (process 0 only)."""
 
@@ -300,9 +307,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   is_main = jax.process_index() == 0
   _check_workdir(workdir)
   _check_same_model(workdir, config)
-  if is_main:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+  if is_main:   # written whole, then renamed: other processes may be reading the old one
+    path = os.path.join(workdir, 'config.json')
+    with open(path + '.tmp', 'w') as f:
       json.dump(_jsonable(config.to_dict()), f, indent=2)
+    os.replace(path + '.tmp', path)
 
   mesh = sharding.make_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
@@ -316,7 +325,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_step = make_train_step(graphdef, tx, config, mesh)
   eval_step = make_eval_step(graphdef, config, mesh)
   ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric=config.best_metric,
-                      async_save=config.async_checkpoints)
+                      async_save=config.async_checkpoints, cleanup=True)
   restored = ckpt.restore(abstract_like(state))
   start_step, best, history_start = 0, {}, time.time()
   if restored is not None:
@@ -347,8 +356,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           f'{nonfinite} training step(s) up to step {step} had a NaN or inf loss or gradient; '
           'those updates were skipped and no checkpoint was written after them. Lower '
           'optim.learning_rate, check the data for NaN keypoints, or set optim.clip_norm.')
-    ckpt.save(step, state, meta_for(step), force=force)
+    _checkpoint_io(ckpt.save, step, state, meta_for(step), force=force)
     saved['step'] = step
+    print(f'Checkpoint at step {step} ' + ('written in the background' if config.async_checkpoints
+                                            else 'saved'), flush=True)
 
   def run_eval(step):
     result = evaluate(eval_step, state, eval_loader, mesh, config.model.num_classes,
@@ -359,7 +370,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       best.clear()
       best.update({**scalars, 'step': step})
     if int(state['nonfinite']) == 0:
-      ckpt.save_best(step, state, meta_for(step), scalars)
+      _checkpoint_io(ckpt.save_best, step, state, meta_for(step), scalars)
     print(f'[eval step {step}] ' + ', '.join(
         f'{k} {scalars[k]:.2f}' for k in ('top1', 'top5', 'f1_macro') if k in scalars),
           flush=True)
@@ -395,11 +406,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         run_eval(step)
       if step % config.checkpoint_every_steps == 0 or step == total_steps:
         save(step)
-      if stop.signal is not None or (step - start_step == config.max_steps_per_run
-                                     and step < total_steps):
+      # Processes stop at the same step even when the signal reaches only some of them.
+      signalled = sharding.any_process(stop.signal is not None)
+      if signalled or (step - start_step == config.max_steps_per_run and step < total_steps):
         save(step, force=True)
-        ckpt.close()
+        _checkpoint_io(ckpt.close)
         reason = (f'received signal {stop.signal}' if stop.signal is not None else
+                  'another process received a signal' if signalled else
                   f'max_steps_per_run={config.max_steps_per_run} reached')
         print(f'Stopping early ({reason}): saved checkpoint at step {step}; run the same '
               'command again to resume.', flush=True)
@@ -408,7 +421,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if int(state['nonfinite']):
     save(step)
   result = run_eval(step)
-  ckpt.close()
+  _checkpoint_io(ckpt.close)
   summary = {
       'final': metrics_lib.scalar_metrics(result.metrics), 'best': best, 'step': step,
       'wall_time_s': round(time.time() - history_start, 1),

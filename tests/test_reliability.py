@@ -1,0 +1,311 @@
+"""Reliability at scale: multi-process training, crash-safe resume, failure modes (issue 6).
+
+Training runs here are real `python main.py` processes on the smoke config (12 steps, checkpoints
+at 4, 8, 12), started, signalled and killed like a cluster scheduler would. The reference is one
+uninterrupted process over 2 host devices: the two-process runs use one device each, so both
+reduce gradients over the same 2 shards and must end bit-identical (they do; no tolerance).
+"""
+
+import glob
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from configs import smoke
+from micro_dualnet_jax import sharding, train
+from micro_dualnet_jax.checkpoint import CHECKSUM_KEY, Checkpointer, abstract_like, tree_checksum
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+STEPS = 12
+OVERRIDES = (f'--config.num_train_steps={STEPS}', '--config.log_every_steps=1')
+GRACE_S = 30   # what a cluster scheduler typically allows between SIGTERM and SIGKILL
+_LAUNCH_VARS = ('JAX_COORDINATOR_ADDRESS', 'COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES',
+                'JAX_PROCESS_ID', 'SLURM_JOB_ID', 'OMPI_COMM_WORLD_SIZE', 'TPU_WORKER_HOSTNAMES')
+
+# Runs main.py with orbax's commit step (renaming <step>.orbax-checkpoint-tmp to <step>) hanging,
+# so the test can SIGKILL the process in the middle of a save, deterministically.
+_HANGING_COMMIT = '''
+import runpy, sys, time
+from orbax.checkpoint._src.path import atomicity
+
+async def _hang(self):
+  print('TEST: checkpoint data written, commit pending', flush=True)
+  time.sleep(600)
+
+atomicity.AtomicRenameTemporaryPath.finalize = _hang
+sys.argv = ['main.py', *sys.argv[1:]]
+runpy.run_path('main.py', run_name='__main__')
+'''
+
+
+class Run:
+  """One main.py process; its output goes to a file that the test polls."""
+
+  def __init__(self, workdir, data_dir, log: pathlib.Path, *args: str, devices: int = 2,
+               env: dict[str, str] | None = None, hang_commit: bool = False):
+    base = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
+    base['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+    command = [sys.executable, *(['-c', _HANGING_COMMIT] if hang_commit else ['main.py']),
+               '--config=configs/smoke.py', f'--workdir={workdir}',
+               f'--config.data.data_dir={data_dir}', *OVERRIDES, *args]
+    self.log = log
+    with open(log, 'w') as out:
+      self.proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                   env={**base, **(env or {})})
+    _STARTED.append(self.proc)
+
+  def output(self) -> str:
+    return self.log.read_text()
+
+  def wait_for(self, text: str, timeout: float = 150) -> None:
+    deadline = time.time() + timeout
+    while text not in self.output():
+      if self.proc.poll() is not None or time.time() > deadline:
+        self.proc.kill()
+        raise AssertionError(f'{text!r} never came (exit {self.proc.poll()}):\n{self.output()}')
+      time.sleep(0.02)
+
+  def kill(self, sig: int = signal.SIGKILL) -> None:
+    self.proc.send_signal(sig)
+    if sig == signal.SIGKILL:
+      self.proc.wait(timeout=30)
+
+  def finish(self, timeout: float = 150) -> str:
+    """Waits for the exit; returns the output and asserts a zero status."""
+    try:
+      self.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      self.proc.kill()
+      raise AssertionError(f'still running after {timeout} s:\n{self.output()}') from None
+    assert self.proc.returncode == 0, self.output()
+    return self.output()
+
+
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_processes():
+  yield
+  while _STARTED:
+    proc = _STARTED.pop()
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait(timeout=30)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _two_processes(workdir, data_dir, tmp_path, tag: str) -> list[Run]:
+  address = f'127.0.0.1:{_free_port()}'
+  return [Run(workdir, data_dir, tmp_path / f'{tag}_{i}.log', devices=1,
+              env={'JAX_COORDINATOR_ADDRESS': address, 'JAX_NUM_PROCESSES': '2',
+                   'JAX_PROCESS_ID': str(i), 'JAX_CPU_COLLECTIVES_IMPLEMENTATION': 'gloo'})
+          for i in range(2)]
+
+
+def _summary(workdir) -> dict:
+  return json.loads((pathlib.Path(workdir) / 'summary.json').read_text())
+
+
+def _train_losses(workdir) -> dict[int, float]:
+  """step -> training loss from metrics.jsonl; a step logged twice (re-run after a crash) must
+  have logged the same loss both times."""
+  losses = {}
+  for line in (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines():
+    record = json.loads(line)
+    if 'train_loss' in record:
+      assert losses.setdefault(record['step'], record['train_loss']) == record['train_loss']
+  return losses
+
+
+def _steps(directory) -> list[int]:
+  return sorted(int(p.name) for p in pathlib.Path(directory).iterdir() if p.name.isdigit())
+
+
+def _state_checksum(workdir, step: int) -> str:
+  """The sha256 of the whole train state (parameters, optimizer state, RNG) saved at `step`."""
+  checkpointer = Checkpointer(str(workdir), best_metric=None, async_save=False)
+  try:
+    return checkpointer.read_meta(step)[CHECKSUM_KEY]
+  finally:
+    checkpointer.close()
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+@pytest.fixture(scope='module')
+def reference(data_dir, tmp_path_factory):
+  """An uninterrupted one-process run on 2 devices: (workdir, summary, per-step losses)."""
+  workdir = tmp_path_factory.mktemp('reference')
+  Run(workdir, data_dir, workdir.parent / 'reference.log').finish()
+  return workdir, _summary(workdir), _train_losses(workdir)
+
+
+def test_two_processes_stop_together_resume_and_match_one_process(reference, data_dir, tmp_path):
+  ref_dir, ref_summary, ref_losses = reference
+  workdir = tmp_path / 'run'
+  # SIGTERM reaches only process 1: both must stop at the same step and save one checkpoint.
+  runs = _two_processes(workdir, data_dir, tmp_path, 'first')
+  runs[0].wait_for('step 2/')
+  signalled = time.time()
+  runs[1].kill(signal.SIGTERM)
+  outputs = [run.finish(timeout=GRACE_S) for run in runs]
+  assert time.time() - signalled < GRACE_S
+  for i, out in enumerate(outputs):
+    assert f'jax.distributed: process {i} of 2 joined' in out
+    assert 'on 2 device(s), 2 process(es)' in out
+  assert 'Stopping early (received signal 15)' in outputs[1]
+  assert 'Stopping early (another process received a signal)' in outputs[0]
+  stops = {int(re.search(r'saved checkpoint at step (\d+)', out).group(1)) for out in outputs}
+  assert len(stops) == 1
+  stop = stops.pop()
+  assert 2 <= stop < STEPS and _steps(workdir / 'checkpoints')[-1] == stop
+  # The same command again on both processes finishes the run.
+  runs = _two_processes(workdir, data_dir, tmp_path, 'second')
+  outputs = [run.finish() for run in runs]
+  assert all(f'Resuming from checkpoint at step {stop}' in out for out in outputs)
+  assert 'summary:' in outputs[0] and 'summary:' not in outputs[1]   # process 0 writes outputs
+  summary = _summary(workdir)
+  assert (summary['processes'], summary['devices'], summary['step']) == (2, 2, STEPS)
+  assert summary['param_checksum'] == ref_summary['param_checksum']
+  assert summary['final'] == ref_summary['final']   # evaluation gathered from both processes
+  assert len((workdir / 'predictions.csv').read_text().splitlines()) == 1 + 24
+  assert _train_losses(workdir) == ref_losses
+  assert _state_checksum(workdir, STEPS) == _state_checksum(ref_dir, STEPS)
+
+
+def test_sigkill_at_three_points_then_resume_matches_uninterrupted(reference, data_dir, tmp_path):
+  ref_dir, ref_summary, ref_losses = reference
+  workdir, checkpoints = tmp_path / 'run', tmp_path / 'run' / 'checkpoints'
+  # 1. Killed during its first save (step 3 here): the data is written, the commit is not.
+  run = Run(workdir, data_dir, tmp_path / 'a.log', '--config.checkpoint_every_steps=3',
+            hang_commit=True)
+  run.wait_for('TEST: checkpoint data written, commit pending')
+  run.kill()
+  assert (checkpoints / '3.orbax-checkpoint-tmp').is_dir()
+  assert _steps(checkpoints) == []
+  # 2. Killed between checkpoints. The restart ignored the half-written save (it started from
+  #    scratch) and deleted it; step 3 is not one it saves, so only that cleanup removed it.
+  run = Run(workdir, data_dir, tmp_path / 'b.log')
+  run.wait_for('step 6/')
+  run.kill()
+  assert 'Resuming' not in run.output()
+  assert not (checkpoints / '3.orbax-checkpoint-tmp').exists()
+  committed = _steps(checkpoints)
+  assert committed and committed[-1] >= 4
+  # 3. Killed after the last checkpoint, before the final evaluation and outputs.
+  run = Run(workdir, data_dir, tmp_path / 'c.log')
+  run.wait_for(f'Checkpoint at step {STEPS} saved')
+  run.kill()
+  assert f'Resuming from checkpoint at step {committed[-1]}' in run.output()
+  # 4. The same command once more completes the run.
+  out = Run(workdir, data_dir, tmp_path / 'd.log').finish()
+  assert f'Resuming from checkpoint at step {STEPS}' in out
+  assert _summary(workdir)['param_checksum'] == ref_summary['param_checksum']
+  # Data order, augmentation RNG and optimizer state continued exactly: every step's loss, and
+  # the whole final state, equal the uninterrupted run's.
+  assert _train_losses(workdir) == ref_losses
+  assert _state_checksum(workdir, STEPS) == _state_checksum(ref_dir, STEPS)
+  assert not glob.glob(str(checkpoints / '*.orbax-checkpoint-tmp'))
+
+
+def test_corrupted_latest_checkpoint_falls_back_and_says_so(reference, tmp_path, capsys):
+  ref_dir, _, _ = reference
+  workdir = tmp_path / 'run'
+  shutil.copytree(ref_dir / 'checkpoints', workdir / 'checkpoints')
+  # A flipped byte in the array data (bit rot): orbax itself restores it without complaint.
+  largest = max(glob.glob(str(workdir / 'checkpoints' / str(STEPS) / 'state' / 'ocdbt.*' / 'd' /
+                              '*')), key=os.path.getsize)
+  data = bytearray(pathlib.Path(largest).read_bytes())
+  data[len(data) // 10] ^= 0xFF
+  pathlib.Path(largest).write_bytes(data)
+  config = smoke.get_config()
+  mesh = sharding.make_mesh()
+  tx, _ = train.make_optimizer(config, STEPS)
+  _, state = train.create_train_state(config, tx, mesh)
+  checkpointer = Checkpointer(str(workdir), best_metric=None, async_save=False)
+  step, restored, meta = checkpointer.restore(abstract_like(state))
+  checkpointer.close()
+  assert step == 8 and meta['step'] == 8
+  assert tree_checksum(restored) == meta[CHECKSUM_KEY]
+  printed = capsys.readouterr().out
+  assert re.search(rf'WARNING: checkpoint at step {STEPS} in \S+ is unreadable \(ValueError: '
+                   r'state checksum \w+ differs from the \w+ saved with it\); falling back to '
+                   r'the previous one', printed), printed
+
+
+def _mount_tmpfs(path: pathlib.Path, size: str) -> None:
+  path.mkdir()
+  mount = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(path)],
+                         capture_output=True, text=True, timeout=30, check=False)
+  if mount.returncode:
+    pytest.skip(f'a small tmpfs (a disk that fills up) needs root: {mount.stderr.strip()}')
+
+
+def _fill(path: pathlib.Path, leave_bytes: int) -> None:
+  free = shutil.disk_usage(path).free
+  with open(path / 'filler', 'ab') as f:
+    f.write(b'\0' * max(free - leave_bytes, 0))
+
+
+def test_full_disk_fails_clearly_and_keeps_the_last_checkpoint(reference, data_dir, tmp_path):
+  ref_dir, _, _ = reference
+  disk = tmp_path / 'disk'
+  _mount_tmpfs(disk, '8m')
+  try:
+    workdir = disk / 'run'
+    # A run that stopped after its checkpoint at step 4.
+    shutil.copytree(ref_dir / 'checkpoints' / '4', workdir / 'checkpoints' / '4')
+    shutil.copy(ref_dir / 'config.json', workdir / 'config.json')
+    # A disk with no room at all: refused at the start, before any work.
+    _fill(disk, 0)
+    with pytest.raises(train.TrainingError, match='not writable.*No space left on device'):
+      train.train_and_evaluate(smoke.get_config(), str(workdir))
+    # Room for logs but not for a checkpoint: the run resumes, trains, and its save at step 8
+    # fails with a message that says what is intact and what to do; exit status 2.
+    os.remove(disk / 'filler')
+    _fill(disk, 128 * 1024)
+    run = Run(workdir, data_dir, tmp_path / 'full.log')
+    run.proc.wait(timeout=150)
+    out = run.output()
+    assert run.proc.returncode == 2, out
+    assert 'Resuming from checkpoint at step 4' in out
+    assert re.search(r'error: writing the checkpoint of step 8 to \S+/checkpoints failed \(.*No '
+                     r'space left on device.*\); the checkpoints already there are intact '
+                     r'\(latest: step 4\)\. Free disk space or fix the directory, then run the '
+                     r'same command again to resume\.', out), out
+    # The half-written save is not a checkpoint (and the next run deletes it, see the SIGKILL test).
+    assert _steps(workdir / 'checkpoints') == [4]
+  finally:
+    subprocess.run(['umount', '-l', str(disk)], timeout=30, check=False)
+
+
+def test_workdir_of_a_different_model_is_refused_by_name(reference, data_dir):
+  ref_dir, _, _ = reference
+  before = {p.name: p.stat().st_mtime_ns for p in ref_dir.iterdir()}
+  config = smoke.get_config()
+  config.data.data_dir = data_dir
+  config.model.width = 24
+  config.loss.mac = 'none'
+  with pytest.raises(train.TrainingError) as error:
+    train.train_and_evaluate(config, str(ref_dir))
+  assert 'model.width: 16 in the work directory, 24 now' in str(error.value)
+  assert "loss.mac: 'infonce' in the work directory, 'none' now" in str(error.value)
+  assert {p.name: p.stat().st_mtime_ns for p in ref_dir.iterdir()} == before   # untouched
