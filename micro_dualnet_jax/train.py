@@ -288,16 +288,34 @@ def _checkpoint_io(write: Callable[..., Any], *args, **kwargs) -> Any:
     raise TrainingError(str(error)) from error
 
 
-class _JsonLog:
-  """metrics.jsonl writer (process 0 only)."""
+class _MetricsLog:
+  """metrics.jsonl writer (process 0 only), plus TensorBoard event files in <workdir>/tensorboard
+  when the optional `tensorboardX` package is installed."""
 
-  def __init__(self, path: str, enabled: bool):
-    self.path, self.enabled = path, enabled
+  def __init__(self, workdir: str, enabled: bool):
+    self.path, self.enabled = os.path.join(workdir, 'metrics.jsonl'), enabled
+    self.tensorboard = None
+    if enabled:
+      try:
+        from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      except ImportError:
+        return
+      self.tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
   def write(self, record: dict[str, Any]) -> None:
-    if self.enabled:
-      with open(self.path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
+    if not self.enabled:
+      return
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(record) + '\n')
+    if self.tensorboard is not None:
+      for key, value in record.items():
+        if key != 'step' and isinstance(value, (int, float)):
+          self.tensorboard.add_scalar(key, value, record['step'])
+      self.tensorboard.flush()
+
+  def close(self) -> None:
+    if self.tensorboard is not None:
+      self.tensorboard.close()
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -334,7 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info('resumed from step %d', start_step)
     print(f'Resuming from checkpoint at step {start_step}', flush=True)
 
-  log = _JsonLog(os.path.join(workdir, 'metrics.jsonl'), is_main)
+  log = _MetricsLog(workdir, is_main)
   n_params = sum(x.size for x in jax.tree.leaves(state['params']))
   print(f'Micro-DualNet: {n_params:,} parameters; {len(train_loader)} train / '
         f'{len(eval_loader)} eval clips; {total_steps} steps of batch {config.batch_size} on '
@@ -411,6 +429,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if signalled or (step - start_step == config.max_steps_per_run and step < total_steps):
         save(step, force=True)
         _checkpoint_io(ckpt.close)
+        log.close()
         reason = (f'received signal {stop.signal}' if stop.signal is not None else
                   'another process received a signal' if signalled else
                   f'max_steps_per_run={config.max_steps_per_run} reached')
@@ -422,6 +441,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     save(step)
   result = run_eval(step)
   _checkpoint_io(ckpt.close)
+  log.close()
   summary = {
       'final': metrics_lib.scalar_metrics(result.metrics), 'best': best, 'step': step,
       'wall_time_s': round(time.time() - history_start, 1),

@@ -52,6 +52,11 @@ def test_smoke_run_writes_every_output(data_dir, tmp_path):
   predictions = (tmp_path / 'predictions.csv').read_text().splitlines()
   assert len(predictions) == 1 + 24      # header + every test clip exactly once
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['4', '8']
+  try:   # TensorBoard event files only when the optional writer package is installed
+    import tensorboardX  # pylint: disable=g-import-not-at-top,unused-import
+    assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path / 'tensorboard'))
+  except ImportError:
+    assert not (tmp_path / 'tensorboard').exists()
   # --mode=eval on the work directory reproduces the final metrics.
   evaluated = train.evaluate_workdir(smoke_config(data_dir), str(tmp_path), use_best=False)
   assert evaluated['step'] == 8
@@ -148,3 +153,22 @@ def test_sigterm_saves_a_restorable_checkpoint(data_dir, tmp_path):
                                      'checkpoint_every_steps': 1000})
   result = train.train_and_evaluate(config, str(workdir))
   assert result == {'interrupted_at_step': steps[0] + 1}
+
+
+def test_gradient_accumulation_matches_the_full_batch(data_dir):
+  """grad_accum=2 averages two half-batch gradients: with no stochastic parts and a per-sample
+  loss (no MAC), the update equals the full-batch one."""
+  deterministic = {'model.dropout': 0.0, 'loss.mac': 'none', 'augment.crop_min_ratio': 1.0,
+                   'augment.rotation': (0.0, 0.0, 0.0), 'augment.scale': 0.0,
+                   'augment.shear': 0.0, 'augment.joint_dropout': 0.0}
+  config = smoke_config(data_dir, **deterministic)
+  splits = datasets.load_splits(config)
+  batch = next(datasets.make_loader(config, splits.train, config.batch_size,
+                                    'train').train_batches())
+  devices = jax.devices()[:1]
+  params1, metrics1 = _one_step(config, devices, batch)
+  params2, metrics2 = _one_step(smoke_config(data_dir, **deterministic, **{'optim.grad_accum': 2}),
+                                devices, batch)
+  np.testing.assert_allclose(metrics2['loss'], metrics1['loss'], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(params2), jax.tree.leaves(params1)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
