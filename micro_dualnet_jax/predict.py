@@ -83,7 +83,6 @@ from matplotlib.patches import Patch
 
 from micro_dualnet_jax import metrics as metrics_lib
 from micro_dualnet_jax import report, sharding, train
-from micro_dualnet_jax.checkpoint import Checkpointer, abstract_like
 from micro_dualnet_jax.data import augment, datasets
 from micro_dualnet_jax.data.clip import Clip, DataFormatError
 from micro_dualnet_jax.data.readers import (
@@ -215,19 +214,7 @@ def class_names_for(config: ml_collections.ConfigDict) -> list[str]:
 def restore_state(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh,
                   use_best: bool = True) -> tuple[nnx.GraphDef, train.TrainState, int]:
   """(graphdef, state, step) of the best (else the latest) checkpoint of `workdir`."""
-  tx, _ = train.make_optimizer(config, 1)
-  graphdef, state = train.create_train_state(config, tx, mesh)
-  ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric=config.best_metric,
-                      async_save=False)
-  try:
-    restored = (ckpt.restore(abstract_like(state), best=True) if use_best else None) or \
-        ckpt.restore(abstract_like(state))
-  finally:
-    ckpt.close()
-  if restored is None:
-    raise train.TrainingError(f'no checkpoint in {workdir!r}; train first with --mode=train')
-  step, state, _ = restored
-  return graphdef, state, step
+  return train.restore_workdir(config, workdir, mesh, use_best)
 
 
 def window_forward(graphdef: nnx.GraphDef, layout: Layout, aug: augment.AugmentConfig

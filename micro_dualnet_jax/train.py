@@ -487,25 +487,35 @@ def write_outputs(config: ml_collections.ConfigDict, workdir: str, result: EvalR
     logging.warning('plotting failed: %s', error)
 
 
-def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
-                     use_best: bool = True) -> dict[str, Any]:
-  """--mode=eval: restores the best (else latest) checkpoint, evaluates, writes outputs."""
-  mesh = sharding.make_mesh()
-  splits = datasets.load_splits(config)
-  eval_loader = datasets.make_loader(config, splits.eval, config.eval_batch_size, 'eval')
+def restore_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh,
+                    use_best: bool = True) -> tuple[nnx.GraphDef, TrainState, int]:
+  """(graphdef, state, step) of the best (else the latest) checkpoint of `workdir`."""
   tx, _ = make_optimizer(config, 1)
   graphdef, state = create_train_state(config, tx, mesh)
   ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric=config.best_metric,
                       async_save=False)
-  restored = (ckpt.restore(abstract_like(state), best=True) if use_best else None) or \
-      ckpt.restore(abstract_like(state))
+  try:
+    restored = (ckpt.restore(abstract_like(state), best=True) if use_best else None) or \
+        ckpt.restore(abstract_like(state))
+  finally:
+    ckpt.close()
   if restored is None:
     raise TrainingError(f'no checkpoint in {workdir!r}; train first with --mode=train')
   step, state, _ = restored
+  return graphdef, state, step
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
+                     use_best: bool = True) -> dict[str, Any]:
+  """--mode=eval: restores the best (else latest) checkpoint, evaluates, writes outputs."""
+  sharding.maybe_initialize_distributed()
+  mesh = sharding.make_mesh()
+  splits = datasets.load_splits(config)
+  eval_loader = datasets.make_loader(config, splits.eval, config.eval_batch_size, 'eval')
+  graphdef, state, step = restore_workdir(config, workdir, mesh, use_best)
   result = evaluate(make_eval_step(graphdef, config, mesh), state, eval_loader, mesh,
                     config.model.num_classes, ma52=config.data.name == 'ma52')
   if jax.process_index() == 0:
     write_outputs(config, workdir, result, splits)
     print(metrics_lib.format_metrics_table(result.metrics, title=f'Evaluation (step {step})'))
-  ckpt.close()
   return {'step': step, **metrics_lib.scalar_metrics(result.metrics)}
