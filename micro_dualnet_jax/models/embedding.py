@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from micro_dualnet_jax.models.transformer import token_dense
 from micro_dualnet_jax.skeleton import Layout
 
 
@@ -151,5 +152,5 @@ class GlobalToken(nnx.Module):
     rel = (coords - root[:, :, None]) * visibility[..., None]
     x = jnp.concatenate([rel, confidence[..., None]], axis=-1)
     x = x.reshape(*x.shape[:2], -1)
-    h = self.fc2(jax.nn.gelu(self.fc1(x)))                      # (B, T, D)
+    h = token_dense(self.fc2, jax.nn.gelu(token_dense(self.fc1, x)))    # (B, T, D)
     return masked_mean(h, frame_mask, axis=1)
