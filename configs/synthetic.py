@@ -10,12 +10,12 @@ def get_config():
   config = default.get_config()
   config.data.name = 'synthetic'
   config.data.max_frames = 150
-  config.data.options.num_train = 1600
+  config.data.options.num_train = 2400
   config.data.options.num_test = 400
   config.data.options.seed = 0
   config.data.options.layout = 'openpose22'
   config.model.num_classes = 15
-  config.model.num_frames = 48
+  config.model.num_frames = 64
   config.model.width = 64
   config.model.num_heads = 4
   config.model.spatial_layers = 1
@@ -24,7 +24,9 @@ def get_config():
   config.augment.flip_prob = 0.0   # left/right matter in the synthetic classes
   config.batch_size = 32
   config.eval_batch_size = 200
-  config.num_epochs = 20
+  config.num_epochs = 0
+  config.num_train_steps = 1000
+  config.augment.crop_min_ratio = 0.9  # the action is 1-3 s of a 2-5 s clip: keep it in view
   config.optim.learning_rate = 2e-3
   config.optim.warmup_steps = 100
   config.log_every_steps = 50

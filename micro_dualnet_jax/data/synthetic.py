@@ -51,7 +51,7 @@ ACTION_FRAMES = (30, 90)  # 1-3 s at 30 fps
 # First subject id of each split: the ranges never overlap, so splits never share subjects.
 SPLIT_SUBJECT_BASE = {'train': 0, 'test': 1000}
 _MAX_SUBJECTS = 1000
-_DEFAULT_SUBJECTS = {'train': 40, 'test': 20}
+_DEFAULT_SUBJECTS = {'train': 200, 'test': 50}
 _CLIP_STREAM, _SUBJECT_STREAM = 1, 2  # keep the clip and subject random streams apart
 
 _RIGHT, _LEFT = 0, 1
