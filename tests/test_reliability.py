@@ -226,25 +226,45 @@ def test_sigkill_at_three_points_then_resume_matches_uninterrupted(reference, da
   assert not glob.glob(str(checkpoints / '*.orbax-checkpoint-tmp'))
 
 
-def test_corrupted_latest_checkpoint_falls_back_and_says_so(reference, tmp_path, capsys):
-  ref_dir, _, _ = reference
-  workdir = tmp_path / 'run'
-  shutil.copytree(ref_dir / 'checkpoints', workdir / 'checkpoints')
-  # A flipped byte in the array data (bit rot): orbax itself restores it without complaint.
-  largest = max(glob.glob(str(workdir / 'checkpoints' / str(STEPS) / 'state' / 'ocdbt.*' / 'd' /
-                              '*')), key=os.path.getsize)
-  data = bytearray(pathlib.Path(largest).read_bytes())
-  data[len(data) // 10] ^= 0xFF
-  pathlib.Path(largest).write_bytes(data)
+def _restore(workdir: pathlib.Path):
   config = smoke.get_config()
   mesh = sharding.make_mesh()
   tx, _ = train.make_optimizer(config, STEPS)
   _, state = train.create_train_state(config, tx, mesh)
   checkpointer = Checkpointer(str(workdir), best_metric=None, async_save=False)
-  step, restored, meta = checkpointer.restore(abstract_like(state))
-  checkpointer.close()
+  try:
+    return checkpointer.restore(abstract_like(state))
+  finally:
+    checkpointer.close()
+
+
+def test_corrupted_latest_checkpoint_falls_back_and_says_so(reference, tmp_path, capsys):
+  ref_dir, _, _ = reference
+  # 1. Bit rot in the array data. Depending on where the byte lands, the storage layer fails to
+  # decode the chunk or (uncompressed bytes) orbax restores wrong values without complaint; the
+  # stored checksum catches the second case. Either way the previous checkpoint is used.
+  workdir = tmp_path / 'bitrot'
+  shutil.copytree(ref_dir / 'checkpoints', workdir / 'checkpoints')
+  largest = max(glob.glob(str(workdir / 'checkpoints' / str(STEPS) / 'state' / 'ocdbt.*' / 'd' /
+                              '*')), key=os.path.getsize)
+  data = bytearray(pathlib.Path(largest).read_bytes())
+  data[len(data) // 10] ^= 0xFF
+  pathlib.Path(largest).write_bytes(data)
+  step, restored, meta = _restore(workdir)
   assert step == 8 and meta['step'] == 8
   assert tree_checksum(restored) == meta[CHECKSUM_KEY]
+  printed = capsys.readouterr().out
+  assert re.search(rf'WARNING: checkpoint at step {STEPS} in \S+ is unreadable \(.+\); falling '
+                   r'back to the previous one', printed), printed
+  # 2. Arrays that restore but are not what was saved: the checksum path, deterministically.
+  workdir = tmp_path / 'mismatch'
+  shutil.copytree(ref_dir / 'checkpoints', workdir / 'checkpoints')
+  meta_file = workdir / 'checkpoints' / str(STEPS) / 'meta' / 'metadata'
+  saved = json.loads(meta_file.read_text())
+  saved[CHECKSUM_KEY] = '0' * len(saved[CHECKSUM_KEY])
+  meta_file.write_text(json.dumps(saved))
+  step, _, _ = _restore(workdir)
+  assert step == 8
   printed = capsys.readouterr().out
   assert re.search(rf'WARNING: checkpoint at step {STEPS} in \S+ is unreadable \(ValueError: '
                    r'state checksum \w+ differs from the \w+ saved with it\); falling back to '
