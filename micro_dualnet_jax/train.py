@@ -395,9 +395,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return result
 
   step = start_step
-  t_start, samples_since, t_last = time.time(), 0, time.time()
+  samples_since, t_last = 0, time.time()
   batch_sharding = sharding.batch_sharding(mesh)
-  result = None
   with _Stop() as stop:
     batches = train_loader.train_batches(start_step)
     while step < total_steps:
