@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from micro_dualnet_jax.config_utils import dataclass_kwargs
 
 MAC_KINDS = ('infonce', 'none')
 
@@ -39,12 +40,7 @@ class LossConfig:
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> 'LossConfig':
-    values = dict(values.to_dict() if hasattr(values, 'to_dict') else values)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-      raise ValueError(f'unknown loss config keys {unknown}; known keys: {sorted(known)}')
-    return cls(**values)
+    return cls(**dataclass_kwargs(cls, values, 'loss config keys'))
 
 
 def _weighted_mean(values: jax.Array, weights: jax.Array | None) -> jax.Array:

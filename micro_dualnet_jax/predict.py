@@ -90,6 +90,7 @@ from micro_dualnet_jax.data.readers import (
 from micro_dualnet_jax.data.readers._common import presence_confidence
 from micro_dualnet_jax.data.readers.imigue import RAW_LAYOUT as IMIGUE_RAW_LAYOUT
 from micro_dualnet_jax.skeleton import Layout, LayoutError, get_layout, layout_names
+from micro_dualnet_jax.config_utils import dataclass_kwargs
 
 NO_PERSON = 'no person'
 NO_PERSON_LABEL = -1
@@ -163,11 +164,7 @@ def predict_options(config: ml_collections.ConfigDict | None = None,
   if config is not None and 'predict' in config:
     values.update(config.predict.to_dict())
   values.update({k: v for k, v in overrides.items() if v is not None})
-  known = {f.name for f in dataclasses.fields(PredictOptions)}
-  unknown = sorted(set(values) - known)
-  if unknown:
-    raise ValueError(f'unknown predict options {unknown}; known: {sorted(known)}')
-  return PredictOptions(**values)
+  return PredictOptions(**dataclass_kwargs(PredictOptions, values, 'predict options'))
 
 
 # ----------------------------------------------------------------------------- the trained model

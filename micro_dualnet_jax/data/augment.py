@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from micro_dualnet_jax.skeleton import Layout
+from micro_dualnet_jax.config_utils import dataclass_kwargs
 
 STREAMS: tuple[str, ...] = ('joint', 'bone', 'joint_motion', 'bone_motion')
 # A scale reference at or below this is treated as absent (normalisation then keeps the scale).
@@ -98,11 +99,7 @@ class AugmentConfig:
   @classmethod
   def from_config(cls, config: Any) -> AugmentConfig:
     """Builds the config from an ml_collections ConfigDict or a mapping; unknown keys raise."""
-    values = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-      raise ValueError(f'unknown augmentation settings {unknown}; known: {sorted(known)}')
+    values = dataclass_kwargs(cls, config, 'augmentation settings')
     if isinstance(values.get('rotation'), list):
       values['rotation'] = tuple(values['rotation'])
     return cls(**values)

@@ -9,6 +9,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from micro_dualnet_jax.skeleton import get_layout
+from micro_dualnet_jax.config_utils import dataclass_kwargs
 
 PATHS = ('dual', 'st', 'ts')
 FUSIONS = ('routing', 'static', 'mean')
@@ -84,11 +85,7 @@ class ModelConfig:
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> 'ModelConfig':
     """Builds from a dict or `ml_collections.ConfigDict`; unknown keys are refused by name."""
-    values = dict(values.to_dict() if hasattr(values, 'to_dict') else values)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-      raise ValueError(f'unknown model config keys {unknown}; known keys: {sorted(known)}')
+    values = dataclass_kwargs(cls, values, 'model config keys')
     if values.get('entities') is not None:
       values['entities'] = tuple(values['entities'])
     return cls(**values)

@@ -1,0 +1,21 @@
+"""Building the frozen config dataclasses from ml_collections ConfigDicts or plain mappings."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+
+def dataclass_kwargs(cls: type, values: Mapping[str, Any] | Any, what: str) -> dict[str, Any]:
+  """`values` (a ConfigDict or mapping) as a dict of `cls`'s fields; unknown keys are refused.
+
+  Raises ValueError('unknown <what> [...]; known: [...]') naming the unknown keys, so a typo in a
+  config never silently falls back to a default.
+  """
+  values = dict(values.to_dict() if hasattr(values, 'to_dict') else values)
+  known = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - known)
+  if unknown:
+    raise ValueError(f'unknown {what} {unknown}; known: {sorted(known)}')
+  return values
