@@ -7,6 +7,12 @@
 Any config value can be overridden: --config.model.width=128 --config.loss.mac=none.
 """
 
+from micro_dualnet_jax import hostenv
+
+if __name__ == '__main__':
+  hostenv.reexec_with_tuned_malloc()  # before jax loads; see micro_dualnet_jax/hostenv.py
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app, flags
 from ml_collections import config_flags
 

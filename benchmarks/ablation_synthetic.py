@@ -26,6 +26,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from micro_dualnet_jax import hostenv  # pylint: disable=wrong-import-position
+
+if __name__ == '__main__':
+  hostenv.reexec_with_tuned_malloc()  # train as main.py does
 
 from configs import synthetic as synthetic_config  # pylint: disable=wrong-import-position
 from micro_dualnet_jax import report, train  # pylint: disable=wrong-import-position

@@ -99,6 +99,7 @@ def machine_info() -> dict[str, Any]:
       'bf16_assumption': bf16_note,
       'jax': jax.__version__, 'backend': jax.default_backend(), 'devices': jax.device_count(),
       'python': platform.python_version(),
+      'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
   }
 
 

@@ -31,6 +31,10 @@ from typing import Any
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
+from micro_dualnet_jax import hostenv  # pylint: disable=g-import-not-at-top
+
+if __name__ == '__main__':
+  hostenv.reexec_with_tuned_malloc()  # measure what main.py runs with
 
 import jax  # pylint: disable=g-import-not-at-top
 import ml_collections

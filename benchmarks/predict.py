@@ -19,6 +19,10 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from micro_dualnet_jax import hostenv  # pylint: disable=g-import-not-at-top
+
+if __name__ == '__main__':
+  hostenv.reexec_with_tuned_malloc()  # measure what main.py runs with
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
