@@ -17,6 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
       paths='dual',          # dual | st | ts
       fusion='routing',      # routing | static | mean
       router_temperature=1.0, global_token=True,
+      velocity_scale=10.0,   # frame differences x10: motion at the scale of position
       dtype='float32',       # float32 | bfloat16 (compute; parameters stay float32)
   ))
   config.model.entities = ml_collections.FieldReference(None, field_type=tuple)

@@ -37,6 +37,8 @@ class ModelConfig:
     router_temperature: tau in softmax(R_k(.) / tau).
     global_token: whether the global token feeds the head.
     mac_projection: whether the model holds the MAC projection (needed by the MAC loss).
+    velocity_scale: factor on the frame-difference input features (EntityEmbedding), so that
+      motion reaches the first layer at the scale of position.
     dtype: compute dtype, 'float32' or 'bfloat16' (parameters stay float32).
   """
   layout: str = 'openpose22'
@@ -54,6 +56,7 @@ class ModelConfig:
   router_temperature: float = 1.0
   global_token: bool = True
   mac_projection: bool = True
+  velocity_scale: float = 10.0
   dtype: str = 'float32'
 
   def __post_init__(self):
@@ -74,6 +77,7 @@ class ModelConfig:
          f'router_temperature must be > 0, got {self.router_temperature}'),
         (self.spatial_layers >= 1 and self.temporal_layers >= 1,
          'spatial_layers and temporal_layers must be >= 1'),
+        (self.velocity_scale > 0, f'velocity_scale must be > 0, got {self.velocity_scale}'),
         (self.dtype in DTYPES, f'dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}'),
         (not (self.mac_projection and self.paths != 'dual'),
          f'the MAC projection needs both paths (paths={self.paths!r}); set mac to none'),

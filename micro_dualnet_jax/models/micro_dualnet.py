@@ -79,8 +79,8 @@ class MicroDualNet(nnx.Module):
     c = config
     layout = get_layout(c.layout)
     dtype = c.compute_dtype
-    self.embedding = EntityEmbedding(layout, c.entity_names, c.width, c.num_frames, dtype=dtype,
-                                     rngs=rngs)
+    self.embedding = EntityEmbedding(layout, c.entity_names, c.width, c.num_frames,
+                                     velocity_scale=c.velocity_scale, dtype=dtype, rngs=rngs)
     self.st_path = DualPathBranch(c, 'entity', rngs=rngs) if c.paths in ('dual', 'st') else None
     self.ts_path = DualPathBranch(c, 'time', rngs=rngs) if c.paths in ('dual', 'ts') else None
     self.fusion = (make_fusion(c.fusion, c.num_entities, c.width, c.router_temperature,
