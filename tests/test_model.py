@@ -10,6 +10,7 @@ from flax.nnx import bridge
 
 from micro_dualnet_jax import (LossConfig, MicroDualNet, ModelConfig, apply, get_layout, init,
                                layout_names, total_loss)
+from micro_dualnet_jax.models.embedding import EntityEmbedding
 
 TINY = dict(width=32, num_heads=4, spatial_layers=1, temporal_layers=1, mlp_ratio=2,
             num_frames=24, num_classes=7, dropout=0.1)
@@ -162,9 +163,30 @@ def test_config_errors_name_the_value():
     ModelConfig.from_dict({'widht': 3})
   with pytest.raises(ValueError, match='lower_body'):
     ModelConfig(layout='openpose22', entities=('face', 'lower_body'))
+  with pytest.raises(ValueError, match='velocity_scale must be > 0, got 0'):
+    ModelConfig(velocity_scale=0)
   config = tiny_config()
   with pytest.raises(ValueError, match='at most 24'):
     build(config)(*random_inputs(config, frames=30))
+
+
+@pytest.mark.parametrize('scale', [1.0, 10.0])
+def test_velocity_features_are_scaled_frame_differences(scale):
+  layout = get_layout('openpose22')
+  embedding = EntityEmbedding(layout, layout.entity_names, 16, 4, velocity_scale=scale,
+                              rngs=nnx.Rngs(0))
+  keypoints = np.zeros((1, 4, layout.num_joints, 3), np.float32)
+  keypoints[..., 2] = 1.0                               # every joint visible
+  keypoints[0, :, 4, 0] = [0.0, 0.5, 0.25, 0.25]        # right wrist moves along x
+  keypoints[0, 2, 4, 2] = 0.0                           # ... and is missing in frame 2
+  feats = np.asarray(embedding.joint_features(jnp.asarray(keypoints), jnp.ones((1, 4))))
+  index = np.array(embedding.entity_index)
+  k, j = map(int, np.argwhere(index == 4)[0])           # the wrist's entity and slot
+  c = layout.coord_dims
+  per_joint = feats[0, :, k].reshape(4, index.shape[1], 3 * c + 1)[:, j]
+  # dx is 0 at the first frame and wherever either end of the difference is missing.
+  np.testing.assert_allclose(per_joint[:, 2 * c], scale * np.array([0.0, 0.5, 0.0, 0.0]))
+  np.testing.assert_allclose(per_joint[:, 2 * c + 1], 0.0)
 
 
 @nnx.jit
