@@ -3,6 +3,7 @@
   python main.py --config=configs/synthetic.py --workdir=/tmp/mdn_synthetic
   python main.py --mode=eval --config=configs/synthetic.py --workdir=/tmp/mdn_synthetic
   python main.py --mode=prepare --config=configs/imigue.py --config.data.manual_dir=<dir>
+  python main.py --mode=ensemble --config=configs/nwucla.py --workdir=<out> --input=<run_a>,<run_b>
 
 Any config value can be overridden: --config.model.width=128 --config.loss.mac=none.
 """
@@ -24,7 +25,8 @@ config_flags.DEFINE_config_file('config', 'configs/synthetic.py', 'Run configura
 flags.DEFINE_string('workdir', None, 'Work directory: checkpoints, logs, metrics, plots.')
 flags.DEFINE_enum('mode', 'train', cli.MODES, 'What to do.')
 flags.DEFINE_string('input', None, 'predict: pose data to run the trained model on (OpenPose '
-                    'JSON folder, .npy (T, V, C), iMiGUE raw CSV or PYSKL pickle).')
+                    'JSON folder, .npy (T, V, C), iMiGUE raw CSV or PYSKL pickle). ensemble: '
+                    'comma-separated trained work directories, each optionally =weight.')
 flags.DEFINE_string('output', None, 'predict/export: output folder (default: under --workdir).')
 
 

@@ -9,7 +9,7 @@ import sys
 import ml_collections
 from absl import logging
 
-MODES = ('train', 'eval', 'prepare', 'predict', 'export')
+MODES = ('train', 'eval', 'prepare', 'predict', 'export', 'ensemble')
 
 
 def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
@@ -40,6 +40,13 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
     elif mode == 'export':
       from micro_dualnet_jax import export  # pylint: disable=g-import-not-at-top
       export.run_export(config, workdir, output_dir)
+    elif mode == 'ensemble':
+      from micro_dualnet_jax import ensemble  # pylint: disable=g-import-not-at-top
+      from micro_dualnet_jax.data import datasets  # pylint: disable=g-import-not-at-top
+      summary = ensemble.run_ensemble(
+          ensemble.parse_members(input_path), output_dir or workdir, dataset=config.data.name,
+          class_names=datasets.class_names(config.data.name))
+      print(json.dumps(summary), flush=True)
   except (DataFormatError, prepare.DatasetNotFoundError, train.TrainingError, ValueError) as error:
     print(f'error: {error}', file=sys.stderr, flush=True)
     sys.exit(2)

@@ -464,7 +464,8 @@ def write_outputs(config: ml_collections.ConfigDict, workdir: str, result: EvalR
   if config.data.name == 'ma52':
     metrics_lib.write_ma52_submission(os.path.join(workdir, 'prediction.csv'), clip_ids, probs)
   np.savez_compressed(os.path.join(workdir, 'eval_outputs.npz'), logits=result.logits,
-                      routing_weights=result.routing_weights, labels=result.labels)
+                      routing_weights=result.routing_weights, labels=result.labels,
+                      clip_ids=np.asarray(clip_ids, dtype=str), eval_split=config.data.eval_split)
   with open(os.path.join(workdir, 'eval_metrics.json'), 'w') as f:
     json.dump(metrics_lib.scalar_metrics(result.metrics), f, indent=2)
   if summary is not None:

@@ -51,6 +51,9 @@ def test_smoke_run_writes_every_output(data_dir, tmp_path):
   assert all(np.isfinite(l['train_loss']) for l in lines if 'train_loss' in l)
   predictions = (tmp_path / 'predictions.csv').read_text().splitlines()
   assert len(predictions) == 1 + 24      # header + every test clip exactly once
+  with np.load(tmp_path / 'eval_outputs.npz') as outputs:   # what --mode=ensemble reads
+    assert outputs['logits'].shape == (24, 15)
+    assert sorted(outputs['clip_ids']) == sorted(l.split(',')[0] for l in predictions[1:])
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['4', '8']
   try:   # TensorBoard event files only when the optional writer package is installed
     import tensorboardX  # pylint: disable=g-import-not-at-top,unused-import
