@@ -80,9 +80,9 @@ class EntityEmbedding(nnx.Module):
   s * (x_t - x_{t-1}) (C, zero at the first frame and wherever either end is missing) and
   confidence (1). Between sampled frames a joint moves ~10x less than its spread around the
   root, so s = `velocity_scale` (default 10) brings motion to the scale of position; at s = 1 the
-  rest-pose motion classes of the synthetic set stay near chance (benchmarks/README.md). The J * (3C + 1) features go through a per-entity MLP (PerEntityLinear, GELU,
-  PerEntityLinear); a learned entity embedding (K, D) and temporal position embedding (T, D) are
-  added.
+  rest-pose motion classes of the synthetic set stay near chance (README.md, Measured results).
+  The J * (3C + 1) features go through a per-entity MLP (PerEntityLinear, GELU, PerEntityLinear);
+  a learned entity embedding (K, D) and temporal position embedding (T, D) are added.
   """
 
   def __init__(self, layout: Layout, entity_names: tuple[str, ...], width: int,
