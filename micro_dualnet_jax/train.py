@@ -489,7 +489,12 @@ def write_outputs(config: ml_collections.ConfigDict, workdir: str, result: EvalR
 
 def restore_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh,
                     use_best: bool = True) -> tuple[nnx.GraphDef, TrainState, int]:
-  """(graphdef, state, step) of the best (else the latest) checkpoint of `workdir`."""
+  """(graphdef, state, step) of the best (else the latest) checkpoint of `workdir`.
+
+  Refuses a work directory whose config.json names another model or loss: a setting that leaves
+  the parameter shapes alone (e.g. velocity_scale) would otherwise restore and silently compute
+  something else."""
+  _check_same_model(workdir, config)
   tx, _ = make_optimizer(config, 1)
   graphdef, state = create_train_state(config, tx, mesh)
   ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric=config.best_metric,

@@ -103,6 +103,11 @@ def test_refuses_workdir_of_a_different_model(data_dir, tmp_path):
   train.train_and_evaluate(smoke_config(data_dir, max_steps_per_run=1), str(tmp_path))
   with pytest.raises(train.TrainingError, match=r'model.width: 16 in the work directory, 24 now'):
     train.train_and_evaluate(smoke_config(data_dir, **{'model.width': 24}), str(tmp_path))
+  # Evaluation (and predict/export, which restore the same way) refuses it too, also for a
+  # setting that keeps every parameter shape and would otherwise restore silently.
+  with pytest.raises(train.TrainingError, match=r'model.velocity_scale: 10.0 in the work '
+                     r'directory, 1.0 now'):
+    train.evaluate_workdir(smoke_config(data_dir, **{'model.velocity_scale': 1.0}), str(tmp_path))
 
 
 def test_nan_loss_stops_with_a_message_and_no_nan_checkpoint(data_dir, tmp_path):
