@@ -64,17 +64,16 @@ def load_run(workdir: str, weight: float = 1.0) -> RunScores:
     raise ValueError(f'{path} not found: train or --mode=eval the run first')
   try:
     with np.load(path, allow_pickle=False) as data:
-      missing = {'logits', 'labels', 'clip_ids'} - set(data.files)
-      if missing:
-        raise ValueError(f'{path} lacks {sorted(missing)}: re-run --mode=eval on {workdir} with '
-                         'this version')
-      run = RunScores(workdir, weight, np.asarray(data['logits'], np.float64),
-                      np.asarray(data['labels'], np.int64), np.asarray(data['clip_ids'], str),
-                      str(data['eval_split']) if 'eval_split' in data.files else '')
+      arrays = {name: data[name] for name in data.files}
   except (OSError, ValueError) as error:
-    if isinstance(error, ValueError) and str(error).startswith(path):
-      raise
     raise ValueError(f'{path} is not a readable eval output: {error}') from error
+  missing = {'logits', 'labels', 'clip_ids'} - set(arrays)
+  if missing:
+    raise ValueError(f'{path} lacks {sorted(missing)}: re-run --mode=eval on {workdir} with '
+                     'this version')
+  run = RunScores(workdir, weight, np.asarray(arrays['logits'], np.float64),
+                  np.asarray(arrays['labels'], np.int64), np.asarray(arrays['clip_ids'], str),
+                  str(arrays.get('eval_split', '')))
   if run.logits.ndim != 2 or not run.logits.shape[0] == len(run.labels) == len(run.clip_ids):
     raise ValueError(f'{path}: logits {run.logits.shape}, {len(run.labels)} labels and '
                      f'{len(run.clip_ids)} clip ids do not match')

@@ -9,7 +9,7 @@ mappings: 2 MB pages, ~2,400 faults per step, and the step is 1.3x faster
 (benchmarks/README.md, "Page faults").
 
 A tunable is read once, when the process starts, so `reexec_with_tuned_malloc` restarts the
-interpreter with it (os.execv: same PID, so signals and launchers see one process). Set
+interpreter with it (os.execve: same PID, so signals and launchers see one process). Set
 MICRO_DUALNET_TUNED_MALLOC=0 to keep the process as started.
 """
 

@@ -515,9 +515,9 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
   """--mode=eval: restores the best (else latest) checkpoint, evaluates, writes outputs."""
   sharding.maybe_initialize_distributed()
   mesh = sharding.make_mesh()
+  graphdef, state, step = restore_workdir(config, workdir, mesh, use_best)  # refuses first
   splits = datasets.load_splits(config)
   eval_loader = datasets.make_loader(config, splits.eval, config.eval_batch_size, 'eval')
-  graphdef, state, step = restore_workdir(config, workdir, mesh, use_best)
   result = evaluate(make_eval_step(graphdef, config, mesh), state, eval_loader, mesh,
                     config.model.num_classes, ma52=config.data.name == 'ma52')
   if jax.process_index() == 0:

@@ -86,6 +86,16 @@ def test_members_that_disagree_are_refused_by_name(runs, tmp_path):
   bad = _write_run(tmp_path / 'nan', np.full_like(logits[0], np.nan), labels, ids)
   with pytest.raises(ValueError, match='NaN'):
     ensemble.load_run(bad)
+  old = tmp_path / 'old'
+  old.mkdir()
+  np.savez_compressed(old / ensemble.OUTPUTS_FILE, logits=logits[0], labels=labels)
+  with pytest.raises(ValueError, match=r"eval_outputs.npz lacks \['clip_ids'\]"):
+    ensemble.load_run(str(old))
+  corrupt = tmp_path / 'corrupt'
+  corrupt.mkdir()
+  (corrupt / ensemble.OUTPUTS_FILE).write_bytes(b'not an npz file')
+  with pytest.raises(ValueError, match='is not a readable eval output'):
+    ensemble.load_run(str(corrupt))
 
 
 @pytest.mark.parametrize('spec, message', [
