@@ -165,12 +165,21 @@ def test_nwucla_round_trip_and_split_errors(tmp_path):
       {'split': 'train', 'clips': 2, 'class_counts': [1, 1] + [0] * 8,
        'frames': {'min': 1, 'median': 2.0, 'max': 3}},
       {'split': 'test', 'clips': 1, 'class_counts': [0] * 9 + [1],
-       'frames': {'min': 4, 'median': 4.0, 'max': 4}}]
+       'frames': {'min': 4, 'median': 4.0, 'max': 4}},
+      {'split': 'view1', 'clips': 1, 'class_counts': [1] + [0] * 9,
+       'frames': {'min': 3, 'median': 3.0, 'max': 3}},
+      {'split': 'view2', 'clips': 1, 'class_counts': [0, 1] + [0] * 8,
+       'frames': {'min': 1, 'median': 1.0, 'max': 1}}]
+  # The model-selection splits hold the training views, one each, and never the test view.
+  assert [r['clip_id'] for r in prepare.load_split('nwucla', 'view1', data_dir)] == [
+      b'a01_s01_e00_v01']
+  assert [r['clip_id'] for r in prepare.load_split('nwucla', 'view2', data_dir)] == [
+      b'a02_s01_e00_v02']
   (record,) = by_id(prepare.load_split('nwucla', 'test', data_dir)).values()
   np.testing.assert_array_equal(record['keypoints'], np.tile([0.5, 1.0, 3.0], (4, 20, 1)))
   np.testing.assert_array_equal(record['confidence'], np.ones((4, 20)))
   with pytest.raises(ValueError, match=r"nwucla has no split 'validation'; prepared splits: "
-                     r"\['train', 'test'\]"):
+                     r"\['train', 'test', 'view1', 'view2'\]"):
     prepare.load_split('nwucla', 'validation', data_dir)
   with pytest.raises(ValueError, match=r"unknown options \['seed'\] for dataset 'nwucla'"):
     prepare.load_split('nwucla', 'test', data_dir, seed=1)

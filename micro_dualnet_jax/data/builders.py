@@ -222,6 +222,9 @@ class Nwucla(ClipDatasetBuilder):
   pages     = {2649--2656},
   year      = {2014}
 }"""
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {**RELEASE_NOTES,
+                   '1.1.0': 'view1 and view2 splits (the training views one at a time).'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 NW-UCLA is for research and non-commercial use. Get the skeleton release `all_sqe` (1,484
 aAA_sSS_eEE_vVV.json files; the one the published skeleton methods use, linked from e.g. the

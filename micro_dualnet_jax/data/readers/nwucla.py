@@ -1,6 +1,8 @@
 """NW-UCLA reader (DATA_FORMATS.md Section 5): `all_sqe/aAA_sSS_eEE_vVV.json`, `kinect20`, 3D.
 
 Cross-view protocol: views 1 and 2 are `train` (1,020 clips), view 3 is `test` (464 clips).
+`view1` and `view2` split the training views again, for cross-view model selection that never
+reads the test view (train on one training view, evaluate on the other).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ NUM_CLASSES = len(NWUCLA_CLASSES)
 # File-name action ids, in label order: label = ACTION_IDS.index(action id).
 ACTION_IDS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 9, 11, 12)
 LAYOUT = 'kinect20'
-SPLIT_VIEWS: dict[str, tuple[int, ...]] = {'train': (1, 2), 'test': (3,)}
+SPLIT_VIEWS: dict[str, tuple[int, ...]] = {
+    'train': (1, 2), 'test': (3,), 'view1': (1,), 'view2': (2,)}
 _NAME = re.compile(r'a(\d{2})_s(\d{2})_e(\d{2})_v(\d{2})')
 
 PathLike = str | os.PathLike[str]
@@ -92,7 +95,7 @@ def read_nwucla_file(path: PathLike) -> Clip:
 
 
 def read_nwucla(root: PathLike, split: str) -> list[Clip]:
-  """Reads the cross-view `split` ('train': views 1, 2; 'test': view 3), sorted by file name."""
+  """Reads `split` ('train': views 1, 2; 'test': view 3; 'view1', 'view2'), sorted by file name."""
   if split not in SPLIT_VIEWS:
     raise ValueError(f'unknown NW-UCLA split {split!r}; expected one of {list(SPLIT_VIEWS)}')
   folder = sequence_dir(root)
