@@ -214,6 +214,59 @@ def test_normalize_without_scale_reference_keeps_scale():
   np.testing.assert_allclose(out[0, 0], [[0, 0, 0], [0, 0, 0], [-1, -2, -3]])
 
 
+def yaw(points: np.ndarray, degrees: float) -> np.ndarray:
+  """Rotates (..., 3) points about the y axis."""
+  c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
+  return points @ np.array([[c, 0, -s], [0, 1, 0], [s, 0, c]], np.float32).T
+
+
+def test_align_yaw_puts_the_first_frame_left_right_axis_on_x_and_removes_camera_azimuth():
+  layout = get_layout('kinect20')  # torso pairs: shoulders (4, 8) and hips (12, 16)
+  assert layout.torso_pairs == ((4, 8), (12, 16))
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(1, 6, 20, 3)).astype(np.float32)
+  conf = np.ones((1, 6, 20), np.float32)
+  conf[0, 0, [4, 12]] = 0.0             # frame 0 has no visible pair: frame 1 is the reference
+  conf[0, 3, 7] = 0.0
+  mask = np.array([[1, 1, 1, 1, 1, 0]], np.float32)
+  x = np.where(conf[..., None] > 0, x, 0.0)
+  out = np.asarray(augment.align_yaw(x, conf, mask, layout))
+  across = out[0, 1, 4] - out[0, 1, 8] + out[0, 1, 12] - out[0, 1, 16]
+  assert across[0] > 0 and abs(across[2]) < 1e-5
+  np.testing.assert_allclose(out[0, :5, :, 1], x[0, :5, :, 1])          # heights unchanged
+  np.testing.assert_allclose(np.linalg.norm(out[0, :5, :, [0, 2]], axis=0),
+                             np.linalg.norm(x[0, :5, :, [0, 2]], axis=0), rtol=1e-5)
+  np.testing.assert_array_equal(out[0, 3, 7], 0.0)
+  np.testing.assert_array_equal(out[0, 5], 0.0)
+  # The same clip seen from another azimuth gives the same aligned clip.
+  for degrees in (37.0, -120.0, 180.0):
+    turned = np.asarray(augment.align_yaw(yaw(x, degrees), conf, mask, layout))
+    np.testing.assert_allclose(turned, out, atol=1e-5)
+
+
+def test_align_yaw_leaves_clips_without_a_reference_and_refuses_2d_layouts():
+  layout = get_layout('kinect20')
+  x = np.random.default_rng(1).normal(size=(1, 3, 20, 3)).astype(np.float32)
+  conf = np.ones((1, 3, 20), np.float32)
+  conf[0, :, [8, 16]] = 0.0             # no right shoulder or hip anywhere
+  x = np.where(conf[..., None] > 0, x, 0.0)
+  out = np.asarray(augment.align_yaw(x, conf, np.ones((1, 3), np.float32), layout))
+  np.testing.assert_array_equal(out, x)
+  with pytest.raises(ValueError, match="align_yaw needs a 3D layout.*'coco17' has 2D"):
+    augment.align_yaw(np.zeros((1, 2, 17, 2)), np.ones((1, 2, 17)), np.ones((1, 2)),
+                      get_layout('coco17'))
+
+
+def test_aligned_eval_inputs_do_not_depend_on_the_camera_azimuth():
+  layout = get_layout('kinect20')
+  batch = random_batch(layout, missing=0.0)
+  cfg = AugmentConfig(num_frames=8, align_yaw=True, **NO_SPATIAL)
+  turned = dict(batch, keypoints=yaw(batch['keypoints'], 75.0))
+  np.testing.assert_allclose(np.asarray(augment.eval_inputs(turned, layout, cfg)['keypoints']),
+                             np.asarray(augment.eval_inputs(batch, layout, cfg)['keypoints']),
+                             atol=1e-4)
+
+
 # ------------------------------------------------------------------------------------------------
 # Spatial augmentation.
 

@@ -21,7 +21,8 @@ Steps, each a public function, all pure and jit-able (shapes and the config are 
 
 1. `sample_frames` (indices from `frame_indices`): a window of the valid frames is read into T
    frames by nearest-frame indexing. Training: a random window; evaluation: the whole clip.
-2. `normalize` (if `cfg.normalize`): root-centred, scale-normalised.
+2. `normalize` (if `cfg.normalize`): root-centred, scale-normalised; then `align_yaw` (if
+   `cfg.align_yaw`, 3D only): turned about the vertical axis to face the same way in every clip.
 3. `augment` (training only): horizontal flip, rotation / scale / shear, joint dropout.
 4. `to_stream`: joint, bone, joint motion or bone motion.
 """
@@ -60,6 +61,9 @@ class AugmentConfig:
     joint_dropout: probability that a joint is missing for a whole clip.
     stream: one of STREAMS.
     normalize: root-centre and scale-normalise every clip (see `normalize`).
+    align_yaw: after normalising, turn every 3D clip about the vertical axis so the body's
+      left-right axis lies along x in its first frame (see `align_yaw`): the camera's azimuth,
+      what differs between the views of a multi-view set, is taken out of the input.
     pad_instead_of_resample: windows shorter than T are kept at their own speed and padded with
       frame_mask 0 instead of being stretched to T (see `frame_indices`).
   """
@@ -72,6 +76,7 @@ class AugmentConfig:
   joint_dropout: float = 0.0
   stream: str = 'joint'
   normalize: bool = True
+  align_yaw: bool = False
   pad_instead_of_resample: bool = False
 
   def __post_init__(self):
@@ -240,6 +245,55 @@ def normalize(
     median = jnp.nanmedian(jnp.where(visible[:, a] & visible[:, b], distance, jnp.nan))
     scale = jnp.where(jnp.isfinite(median) & (median > _MIN_SCALE), median, 1.0)
     return jnp.where(visible[..., None], (x - anchor) / scale, 0.0)
+
+  return jax.vmap(one_clip)(keypoints, confidence, frame_mask)
+
+
+def align_yaw(
+    keypoints: jax.Array, confidence: jax.Array, frame_mask: jax.Array, layout: Layout
+) -> jax.Array:
+  """Turns every 3D clip about the vertical (y) axis to face one way (view alignment).
+
+  The body's left-right axis a = sum over the visible `layout.torso_pairs` of x_left - x_right
+  is taken in the first real frame where its horizontal part (a_x, a_z) is non-zero; the clip is
+  rotated about y (through the origin, i.e. the root after `normalize`) by the angle that maps
+  (a_x, a_z) to (|a|, 0):
+
+    x' = c x + s z,   y' = y,   z' = -s x + c z,   (c, s) = (a_x, a_z) / |(a_x, a_z)|.
+
+  A clip without such a frame is left as it is. The vertical is the camera's y axis (Kinect camera
+  space), so only the azimuth is normalised; tilt and roll stay for the augmentation to cover.
+  Horizontal flips keep aligned clips aligned (the flipped left-right axis is (a_x, -a_z)).
+
+  Args:
+    keypoints: (B, T, V, 3).
+    confidence: (B, T, V); 0 marks a missing joint.
+    frame_mask: (B, T).
+    layout: a 3D layout with shoulder or hip flip pairs.
+
+  Returns:
+    (B, T, V, 3) rotated keypoints; missing joints and padded frames stay 0.
+  """
+  if layout.coord_dims != 3 or not layout.torso_pairs:
+    raise ValueError(f'align_yaw needs a 3D layout with left/right shoulders or hips; '
+                     f'{layout.name!r} has {layout.coord_dims}D coordinates and torso pairs '
+                     f'{layout.torso_pairs}')
+  left, right = (np.asarray(side) for side in zip(*layout.torso_pairs))
+
+  def one_clip(x, conf, mask):  # (T, V, 3), (T, V), (T,)
+    visible = (conf > 0) & (mask[:, None] > 0)
+    pair_visible = (visible[:, left] & visible[:, right])[..., None]
+    across = jnp.sum((x[:, left] - x[:, right]) * pair_visible, axis=1)   # (T, 3)
+    horizontal = across[:, jnp.array([0, 2])]
+    length = jnp.linalg.norm(horizontal, axis=-1)
+    usable = length > _MIN_SCALE
+    first = jnp.argmax(usable)
+    cos_sin = jnp.where(usable.any(), horizontal[first] / jnp.maximum(length[first], _MIN_SCALE),
+                        jnp.array([1.0, 0.0]))
+    c, s = cos_sin[0], cos_sin[1]
+    rotated = jnp.stack([c * x[..., 0] + s * x[..., 2], x[..., 1], -s * x[..., 0] + c * x[..., 2]],
+                        axis=-1)
+    return jnp.where(visible[..., None], rotated, 0.0)
 
   return jax.vmap(one_clip)(keypoints, confidence, frame_mask)
 
@@ -449,6 +503,8 @@ def train_inputs(
       pad=cfg.pad_instead_of_resample)
   if cfg.normalize:
     keypoints = normalize(keypoints, confidence, frame_mask, layout)
+  if cfg.align_yaw:
+    keypoints = align_yaw(keypoints, confidence, frame_mask, layout)
   keypoints, confidence = augment(k_space, keypoints, confidence, layout, cfg)
   return _model_inputs(keypoints, confidence, frame_mask, layout, cfg.stream)
 
@@ -465,6 +521,8 @@ def eval_inputs(
       batch, cfg.num_frames, pad=cfg.pad_instead_of_resample)
   if cfg.normalize:
     keypoints = normalize(keypoints, confidence, frame_mask, layout)
+  if cfg.align_yaw:
+    keypoints = align_yaw(keypoints, confidence, frame_mask, layout)
   return _model_inputs(keypoints, confidence, frame_mask, layout, cfg.stream)
 
 

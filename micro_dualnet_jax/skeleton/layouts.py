@@ -76,6 +76,13 @@ class Layout:
     """The root of the kinematic tree (the joint with parent -1)."""
     return self.parents.index(-1)
 
+  @property
+  def torso_pairs(self) -> tuple[tuple[int, int], ...]:
+    """(left, right) shoulder and hip pairs: their differences give the body's left-right axis."""
+    names = self.joint_names
+    return tuple((left, right) for left, right in self.flip_pairs
+                 if any(part in names[left] for part in ('shoulder', 'hip')))
+
   def flip_permutation(self) -> np.ndarray:
     """(V,) int array: joint j of the flipped skeleton is joint perm[j] of the original."""
     perm = np.arange(self.num_joints)
