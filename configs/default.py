@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.augment = ml_collections.ConfigDict(dict(
       num_frames=config.model.get_ref("num_frames"), crop_min_ratio=0.5,
+      temporal_jitter=False,  # training: random frame per segment instead of its centre
       rotation=(10.0, 10.0, 10.0),  # degrees about x, y, z (2D data: z only, in-plane)
       scale=0.1, shear=0.05, flip_prob=0.5, joint_dropout=0.05, stream='joint', normalize=True,
       align_yaw=False,       # 3D: turn each clip to face one way (multi-view sets)

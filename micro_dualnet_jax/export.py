@@ -150,6 +150,8 @@ def preprocessing_settings(config: Any) -> dict[str, Any]:
       'entity_names': list(train.model_config(config).entity_names),
       'num_frames': aug.num_frames,
       'normalize': aug.normalize,
+      'align_yaw': aug.align_yaw,
+      'torso_pairs': [list(pair) for pair in layout.torso_pairs],
       'stream': aug.stream,
       'pad_instead_of_resample': aug.pad_instead_of_resample,
       'sampling': ('A clip (or window) of n valid frames is read into T = num_frames frames: '
@@ -161,6 +163,10 @@ def preprocessing_settings(config: Any) -> dict[str, Any]:
                         'one (else by the mean of all visible joints), then divided by the '
                         'median over frames of the distance between the two scale_pair joints '
                         '(where both are visible; kept when there is none).'),
+      'alignment': ('If align_yaw (3D): after normalisation the clip is rotated about the y '
+                    'axis so that a = sum over visible torso_pairs of (left - right), in the '
+                    'first real frame where its (x, z) part is non-zero, has z = 0 and x > 0: '
+                    "x' = c x + s z, z' = -s x + c z with (c, s) = (a_x, a_z) / |(a_x, a_z)|."),
       'model_input': ('keypoints (B, T, V, C + 1): the normalised coordinates (stream: joint; '
                       'bone / motion streams as micro_dualnet_jax.data.augment.to_stream) with '
                       'the joint confidence last (0 for missing joints, whose coordinates are '

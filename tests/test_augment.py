@@ -124,6 +124,37 @@ def test_train_crop_reads_only_valid_frames_and_respects_min_ratio():
     assert min(lengths) < 0.8 and max(lengths) == 1.0  # lengths do vary
 
 
+def test_temporal_jitter_reads_one_frame_per_segment_in_order_and_varies():
+  num_frames = np.array([1, 5, 26, 52, 130, 200])
+  batch = frame_id_batch(num_frames, 200)
+  cfg = AugmentConfig(num_frames=52, crop_min_ratio=1.0, temporal_jitter=True, normalize=False,
+                      **NO_SPATIAL)
+  run = jax.jit(functools.partial(augment.train_inputs, layout=CHAIN, cfg=cfg))
+  draws = []
+  for seed in range(8):
+    out = run(batch, jax.random.key(seed))
+    values = np.asarray(out['keypoints'][..., 0, 0]).astype(int) - 1   # frame ids read
+    assert np.asarray(out['frame_mask']).all()
+    for b, n in enumerate(num_frames):
+      read = values[b]
+      assert np.all(np.diff(read) >= 0) and read.min() >= 0 and read.max() < n
+      # Output frame t reads from its own segment [floor(t n / 52), floor((t + 1) n / 52)).
+      t = np.arange(52)
+      lower = (t * n) // 52
+      upper = np.maximum(((t + 1) * n) // 52, lower + 1)
+      assert np.all((lower <= read) & (read < upper))
+      if n <= 52:
+        np.testing.assert_array_equal(np.unique(read), np.arange(n))   # nothing skipped
+    draws.append(values)
+  draws = np.stack(draws)
+  # Long clips are read differently from draw to draw; without jitter the read is fixed.
+  assert len({tuple(d[4]) for d in draws}) == 8
+  plain = jax.jit(functools.partial(augment.train_inputs, layout=CHAIN,
+                                    cfg=dataclasses.replace(cfg, temporal_jitter=False)))
+  centre = np.asarray(plain(batch, jax.random.key(0))['keypoints'][4, :, 0, 0]).astype(int) - 1
+  np.testing.assert_array_equal(centre, (2 * np.arange(52) + 1) * 130 // 104)
+
+
 def test_eval_is_independent_of_host_padding():
   layout = get_layout('openpose22')
   short = random_batch(layout, length=12, seed=3)

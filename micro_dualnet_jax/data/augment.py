@@ -53,6 +53,9 @@ class AugmentConfig:
     num_frames: T, the number of frames the model sees.
     crop_min_ratio: training crops keep a random length in [crop_min_ratio * n, n] of an n-frame
       clip (1.0: always the whole clip).
+    temporal_jitter: in training, read a random frame of each of the T segments of the window
+      instead of the one nearest its centre (see `frame_indices`): a new, still ordered, frame
+      selection every epoch, like the random sorted sampling of the NW-UCLA feeders.
     rotation: maximum rotation angles in degrees about the (x, y, z) axes, each drawn uniformly in
       [-a, a]; a scalar means the same for every axis. 2D data uses only the z angle (in-plane).
     scale: the skeleton is scaled by a factor drawn uniformly in [1 - scale, 1 + scale].
@@ -69,6 +72,7 @@ class AugmentConfig:
   """
   num_frames: int = 64
   crop_min_ratio: float = 0.5
+  temporal_jitter: bool = False
   rotation: float | tuple[float, float, float] = 0.0
   scale: float = 0.1
   shear: float = 0.0
@@ -122,6 +126,7 @@ def frame_indices(
     key: jax.Array | None = None,
     crop_min_ratio: float = 1.0,
     pad: bool = False,
+    jitter: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
   """Which input frame feeds each of the `num_out` output frames.
 
@@ -136,7 +141,11 @@ def frame_indices(
   its own speed (index[t] = start + t) and the remaining output frames are padding (frame_mask 0);
   a longer one is subsampled as before. Evaluation (`key` None) reads the whole clip; training
   draws length uniformly in [ceil(crop_min_ratio * n), n] (at least 1) and start uniformly in
-  [0, n - length]. Indices always point at valid frames (padded output slots repeat `start`).
+  [0, n - length]. With `jitter` (training only), segment t gives a frame drawn uniformly from
+  it instead, index[t] = start + floor((t + u_t) * length / m) with u_t ~ U[0, 1): still
+  non-decreasing and covering the window, but a different selection per draw (a window no longer
+  than m is read whole either way: each segment then holds at most one frame).
+  Indices always point at valid frames (padded output slots repeat `start`).
   A row with n = 0 (a batch filler) gets frame_mask 0 everywhere.
 
   Args:
@@ -146,6 +155,7 @@ def frame_indices(
     key: PRNG key for a random training crop; None for deterministic evaluation sampling.
     crop_min_ratio: smallest fraction of the clip a training crop keeps.
     pad: pad short windows instead of resampling them.
+    jitter: random frame within each segment (needs `key`).
 
   Returns:
     indices: (B, T) int32 into the L input frames.
@@ -164,6 +174,14 @@ def frame_indices(
   t = jnp.arange(num_out, dtype=jnp.int32)
   # Integer arithmetic, so the rule is exact for any length.
   indices = start[:, None] + ((2 * t + 1) * length[:, None]) // (2 * m)
+  if jitter and key is not None:
+    # Segment t holds frames [floor(t L / m), floor((t + 1) L / m)); draw one of them.
+    lower = (t * length[:, None]) // m
+    upper = jnp.maximum(((t + 1) * length[:, None]) // m, lower + 1)
+    # fold_in, not a third split: runs without jitter keep their crops.
+    u = jax.random.uniform(jax.random.fold_in(key, 2), lower.shape)
+    offset = jnp.minimum(lower + jnp.floor(u * (upper - lower)).astype(jnp.int32), upper - 1)
+    indices = start[:, None] + jnp.minimum(offset, jnp.maximum(length[:, None] - 1, 0))
   mask = (t < m) & (length[:, None] > 0)
   indices = jnp.where(mask, indices, start[:, None])
   return indices, mask.astype(jnp.float32)
@@ -182,12 +200,13 @@ def sample_frames(
     key: jax.Array | None = None,
     crop_min_ratio: float = 1.0,
     pad: bool = False,
+    jitter: bool = False,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Reads T frames of every clip (rule: `frame_indices`) and zeroes what is not real.
 
   Args:
     batch: 'keypoints' (B, L, V, C), 'confidence' (B, L, V), 'num_frames' (B,).
-    num_out, key, crop_min_ratio, pad: as for `frame_indices`.
+    num_out, key, crop_min_ratio, pad, jitter: as for `frame_indices`.
 
   Returns:
     keypoints (B, T, V, C) float32, 0 for missing joints and padded frames.
@@ -198,7 +217,7 @@ def sample_frames(
   confidence = jnp.asarray(batch['confidence'], jnp.float32)
   indices, frame_mask = frame_indices(
       batch['num_frames'], keypoints.shape[1], num_out, key=key, crop_min_ratio=crop_min_ratio,
-      pad=pad)
+      pad=pad, jitter=jitter)
   take = jax.vmap(lambda x, i: x[i])
   confidence = take(confidence, indices) * frame_mask[:, :, None]
   keypoints = jnp.where((confidence > 0)[..., None], take(keypoints, indices), 0.0)
@@ -500,7 +519,7 @@ def train_inputs(
   k_time, k_space = jax.random.split(key)
   keypoints, confidence, frame_mask = sample_frames(
       batch, cfg.num_frames, key=k_time, crop_min_ratio=cfg.crop_min_ratio,
-      pad=cfg.pad_instead_of_resample)
+      pad=cfg.pad_instead_of_resample, jitter=cfg.temporal_jitter)
   if cfg.normalize:
     keypoints = normalize(keypoints, confidence, frame_mask, layout)
   if cfg.align_yaw:
