@@ -2,8 +2,11 @@
 
 Read from ../shared/datasets/nw_ucla (or --config.data.manual_dir); never copied into the repo.
 Streams: --config.augment.stream=joint|bone|joint_motion|bone_motion; combine trained streams with
---mode=ensemble. The recipe (width 64, 60 epochs) was checked on held-out training views
-(train[:90%] -> train[90%:], benchmarks/nwucla.py --heldout) before the test view was scored.
+--mode=ensemble. The recipe was chosen across the training views only (train on view 1, evaluate
+on view 2: `benchmarks/nwucla.py --heldout`; results in benchmarks/results/nwucla_selection.json)
+before the test view was scored: whole clips (crop_min_ratio 1) and +-60 deg rotations about x and
+y (74.4 -> 77.0 % on view 2), width 96 (-> 79.2 %), T = 32 instead of 52 (78.2 %, at 0.59x the
+time). Tried there without gain: 100 epochs, yaw alignment, temporal jitter.
 """
 
 from configs import default
@@ -17,12 +20,13 @@ def get_config():
   config.data.max_frames = 208
   config.model.layout = 'kinect20'
   config.model.num_classes = 10
-  config.model.num_frames = 52
-  config.model.width = 64
+  config.model.num_frames = 32
+  config.model.width = 96
   config.model.num_heads = 4
   config.model.spatial_layers = 2
   config.model.temporal_layers = 2
-  config.augment.rotation = (30.0, 30.0, 30.0)
+  config.augment.crop_min_ratio = 1.0
+  config.augment.rotation = (60.0, 60.0, 0.0)
   config.augment.scale = 0.1
   config.augment.flip_prob = 0.5
   config.batch_size = 32
