@@ -65,8 +65,8 @@ class AugmentConfig:
     stream: one of STREAMS.
     normalize: root-centre and scale-normalise every clip (see `normalize`).
     align_yaw: after normalising, turn every 3D clip about the vertical axis so the body's
-      left-right axis lies along x in its first frame (see `align_yaw`): the camera's azimuth,
-      what differs between the views of a multi-view set, is taken out of the input.
+      left-right axis lies along x in its first frame (see `align_yaw`): the body's azimuth
+      relative to the camera is taken out of the input.
     pad_instead_of_resample: windows shorter than T are kept at their own speed and padded with
       frame_mask 0 instead of being stretched to T (see `frame_indices`).
   """
@@ -141,10 +141,10 @@ def frame_indices(
   its own speed (index[t] = start + t) and the remaining output frames are padding (frame_mask 0);
   a longer one is subsampled as before. Evaluation (`key` None) reads the whole clip; training
   draws length uniformly in [ceil(crop_min_ratio * n), n] (at least 1) and start uniformly in
-  [0, n - length]. With `jitter` (training only), segment t gives a frame drawn uniformly from
-  it instead, index[t] = start + floor((t + u_t) * length / m) with u_t ~ U[0, 1): still
-  non-decreasing and covering the window, but a different selection per draw (a window no longer
-  than m is read whole either way: each segment then holds at most one frame).
+  [0, n - length]. With `jitter` (training only), output frame t instead reads a frame drawn
+  uniformly from segment t's frames [floor(t length / m), floor((t + 1) length / m)) (the first
+  of them when the segment is empty): still non-decreasing, a different selection per draw, and a
+  window no longer than m is still read whole.
   Indices always point at valid frames (padded output slots repeat `start`).
   A row with n = 0 (a batch filler) gets frame_mask 0 everywhere.
 
