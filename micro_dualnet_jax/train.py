@@ -290,17 +290,46 @@ def _checkpoint_io(write: Callable[..., Any], *args, **kwargs) -> Any:
 
 class _MetricsLog:
   """metrics.jsonl writer (process 0 only), plus TensorBoard event files in <workdir>/tensorboard
-  when the optional `tensorboardX` package is installed."""
+  when the optional `tensorboardX` package is installed.
 
-  def __init__(self, workdir: str, enabled: bool):
+  A run that resumes from step S first drops the records of steps after S: the steps are
+  trained again from the checkpoint, so the log keeps one record per step (and loses a line that
+  a crash cut short).
+  """
+
+  def __init__(self, workdir: str, enabled: bool, resume_step: int = 0):
     self.path, self.enabled = os.path.join(workdir, 'metrics.jsonl'), enabled
     self.tensorboard = None
     if enabled:
+      self._drop_after(resume_step)
       try:
         from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       except ImportError:
         return
       self.tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def _drop_after(self, step: int) -> None:
+    if not os.path.exists(self.path):
+      return
+    kept, dropped = [], 0
+    with open(self.path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:
+          dropped += 1
+          continue
+        if isinstance(record, dict) and isinstance(record.get('step'), int) \
+            and record['step'] > step:
+          dropped += 1
+          continue
+        kept.append(line if line.endswith('\n') else line + '\n')
+    if dropped:
+      with open(self.path + '.tmp', 'w') as f:
+        f.writelines(kept)
+      os.replace(self.path + '.tmp', self.path)
+      logging.info('metrics.jsonl: dropped %d record(s) after step %d (trained again)', dropped,
+                   step)
 
   def write(self, record: dict[str, Any]) -> None:
     if not self.enabled:
@@ -352,7 +381,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info('resumed from step %d', start_step)
     print(f'Resuming from checkpoint at step {start_step}', flush=True)
 
-  log = _MetricsLog(workdir, is_main)
+  log = _MetricsLog(workdir, is_main, resume_step=start_step)
   n_params = sum(x.size for x in jax.tree.leaves(state['params']))
   print(f'Micro-DualNet: {n_params:,} parameters; {len(train_loader)} train / '
         f'{len(eval_loader)} eval clips; {total_steps} steps of batch {config.batch_size} on '

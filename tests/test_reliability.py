@@ -122,13 +122,14 @@ def _summary(workdir) -> dict:
 
 
 def _train_losses(workdir) -> dict[int, float]:
-  """step -> training loss from metrics.jsonl; a step logged twice (re-run after a crash) must
-  have logged the same loss both times."""
+  """step -> training loss from metrics.jsonl; a resumed run logs every step once (the steps
+  after its checkpoint, trained again, replace their first records)."""
   losses = {}
   for line in (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines():
     record = json.loads(line)
     if 'train_loss' in record:
-      assert losses.setdefault(record['step'], record['train_loss']) == record['train_loss']
+      assert record['step'] not in losses, f'step {record["step"]} logged twice'
+      losses[record['step']] = record['train_loss']
   return losses
 
 

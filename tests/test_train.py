@@ -180,3 +180,17 @@ def test_gradient_accumulation_matches_the_full_batch(data_dir):
   np.testing.assert_allclose(metrics2['loss'], metrics1['loss'], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(params2), jax.tree.leaves(params1)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_metrics_log_resumed_at_step_s_drops_later_records_and_a_cut_line(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  lines = [json.dumps({'step': s, 'train_loss': 1.0 / s}) for s in (1, 2, 3, 4, 5)]
+  path.write_text('\n'.join(lines) + '\n{"step": 6, "train_lo')   # crash mid-write
+  log = train._MetricsLog(str(tmp_path), enabled=True, resume_step=3)
+  log.write({'step': 4, 'train_loss': 0.5})
+  log.close()
+  assert path.read_text().splitlines() == lines[:3] + [json.dumps({'step': 4, 'train_loss': 0.5})]
+  # A process that does not write (enabled False) leaves the file alone.
+  before = path.read_text()
+  train._MetricsLog(str(tmp_path), enabled=False, resume_step=0)
+  assert path.read_text() == before
