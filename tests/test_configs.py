@@ -20,8 +20,6 @@ def test_config_builds_valid_model_and_pipeline_settings(name):
   pipeline = train.augment_config(config)
   assert pipeline.num_frames == model.num_frames
   assert len(model.entity_names) in (5, 6)
-  if pipeline.align_yaw:
-    assert get_layout(model.layout).coord_dims == 3
 
 
 def test_nwucla_config_is_the_cross_view_protocol():

@@ -176,19 +176,18 @@ def frame_indices(
   indices = start[:, None] + ((2 * t + 1) * length[:, None]) // (2 * m)
   if jitter and key is not None:
     # Segment t holds frames [floor(t L / m), floor((t + 1) L / m)); draw one of them.
+    # For t < m the segment ends at or before the window's end, so no index passes it.
     lower = (t * length[:, None]) // m
     upper = jnp.maximum(((t + 1) * length[:, None]) // m, lower + 1)
     # fold_in, not a third split: runs without jitter keep their crops.
-    u = jax.random.uniform(jax.random.fold_in(key, 2), lower.shape)
-    offset = jnp.minimum(lower + jnp.floor(u * (upper - lower)).astype(jnp.int32), upper - 1)
-    indices = start[:, None] + jnp.minimum(offset, jnp.maximum(length[:, None] - 1, 0))
+    indices = start[:, None] + lower + _uniform_int(jax.random.fold_in(key, 2), upper - lower)
   mask = (t < m) & (length[:, None] > 0)
   indices = jnp.where(mask, indices, start[:, None])
   return indices, mask.astype(jnp.float32)
 
 
 def _uniform_int(key: jax.Array, count: jax.Array) -> jax.Array:
-  """Integers drawn uniformly from [0, count) elementwise; 0 where count <= 1. count: (B,)."""
+  """Integers drawn uniformly from [0, count) elementwise; 0 where count <= 1. count: any shape."""
   u = jax.random.uniform(key, count.shape)
   return jnp.clip(jnp.floor(u * count).astype(jnp.int32), 0, jnp.maximum(count - 1, 0))
 
@@ -520,10 +519,7 @@ def train_inputs(
   keypoints, confidence, frame_mask = sample_frames(
       batch, cfg.num_frames, key=k_time, crop_min_ratio=cfg.crop_min_ratio,
       pad=cfg.pad_instead_of_resample, jitter=cfg.temporal_jitter)
-  if cfg.normalize:
-    keypoints = normalize(keypoints, confidence, frame_mask, layout)
-  if cfg.align_yaw:
-    keypoints = align_yaw(keypoints, confidence, frame_mask, layout)
+  keypoints = _canonical_pose(keypoints, confidence, frame_mask, layout, cfg)
   keypoints, confidence = augment(k_space, keypoints, confidence, layout, cfg)
   return _model_inputs(keypoints, confidence, frame_mask, layout, cfg.stream)
 
@@ -538,11 +534,17 @@ def eval_inputs(
   _check_batch(batch, layout)
   keypoints, confidence, frame_mask = sample_frames(
       batch, cfg.num_frames, pad=cfg.pad_instead_of_resample)
+  keypoints = _canonical_pose(keypoints, confidence, frame_mask, layout, cfg)
+  return _model_inputs(keypoints, confidence, frame_mask, layout, cfg.stream)
+
+
+def _canonical_pose(keypoints, confidence, frame_mask, layout, cfg: AugmentConfig) -> jax.Array:
+  """Step 2 of the pipeline, shared by training and evaluation: `normalize`, `align_yaw`."""
   if cfg.normalize:
     keypoints = normalize(keypoints, confidence, frame_mask, layout)
   if cfg.align_yaw:
     keypoints = align_yaw(keypoints, confidence, frame_mask, layout)
-  return _model_inputs(keypoints, confidence, frame_mask, layout, cfg.stream)
+  return keypoints
 
 
 def _model_inputs(keypoints, confidence, frame_mask, layout, stream) -> dict[str, jax.Array]:
