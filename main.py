@@ -27,14 +27,17 @@ flags.DEFINE_enum('mode', 'train', cli.MODES, 'What to do.')
 flags.DEFINE_string('input', None, 'predict: pose data to run the trained model on (OpenPose '
                     'JSON folder, .npy (T, V, C), iMiGUE raw CSV or PYSKL pickle). ensemble: '
                     'comma-separated trained work directories, each optionally =weight.')
-flags.DEFINE_string('output', None, 'predict/export: output folder (default: under --workdir).')
+flags.DEFINE_string('output', None, 'predict/export/eval: output folder (default: under '
+                    '--workdir; eval: --workdir itself).')
+flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'eval: the best checkpoint (by '
+                  'config.best_metric) or the latest one (the final step of a finished run).')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, input_path=FLAGS.input,
-          output_dir=FLAGS.output)
+          output_dir=FLAGS.output, checkpoint=FLAGS.checkpoint)
 
 
 if __name__ == '__main__':

@@ -48,6 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
       b1=0.9, b2=0.999, clip_norm=1.0, grad_accum=1,
   ))
 
+  # Evaluation views (test-time augmentation; make_eval_step): num_clips temporal phases per clip,
+  # each also mirrored with flip; the logits are averaged. 1 / False: one deterministic pass.
+  config.test_time = ml_collections.ConfigDict(dict(num_clips=1, flip=False))
+
   config.batch_size = 64            # global, over all devices and processes
   config.eval_batch_size = 128
   config.num_epochs = 100

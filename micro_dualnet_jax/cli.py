@@ -13,7 +13,8 @@ MODES = ('train', 'eval', 'prepare', 'predict', 'export', 'ensemble')
 
 
 def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
-        input_path: str | None = None, output_dir: str | None = None) -> None:
+        input_path: str | None = None, output_dir: str | None = None,
+        checkpoint: str = 'best') -> None:
   """Runs `mode`; user errors (bad data, bad config, bad work directory) exit with a message."""
   # Imported here so `--help` and flag errors stay fast.
   from micro_dualnet_jax import train  # pylint: disable=g-import-not-at-top
@@ -33,7 +34,10 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
     if mode == 'train':
       train.train_and_evaluate(config, workdir)
     elif mode == 'eval':
-      print(json.dumps(train.evaluate_workdir(config, workdir)), flush=True)
+      if checkpoint not in ('best', 'latest'):
+        raise ValueError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}")
+      print(json.dumps(train.evaluate_workdir(config, workdir, use_best=checkpoint == 'best',
+                                              output_dir=output_dir)), flush=True)
     elif mode == 'predict':
       from micro_dualnet_jax import predict  # pylint: disable=g-import-not-at-top
       predict.run_predict(config, workdir, input_path, output_dir)

@@ -59,6 +59,14 @@ def augment_config(config: ml_collections.ConfigDict) -> augment.AugmentConfig:
   return cfg
 
 
+def test_time_views(config: ml_collections.ConfigDict) -> tuple[int, bool]:
+  """(num_clips, flip) of `config.test_time`, checked."""
+  num_clips, mirror = config.test_time.num_clips, config.test_time.flip
+  if not isinstance(num_clips, int) or num_clips < 1:
+    raise ValueError(f'test_time.num_clips must be an integer >= 1, got {num_clips!r}')
+  return num_clips, bool(mirror)
+
+
 def weight_decay_mask(params: nnx.State) -> Any:
   """True for the weight matrices ('kernel'): no decay on norms, biases and embeddings."""
   def is_kernel(path, _):
@@ -166,16 +174,30 @@ def make_eval_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
                    mesh: jax.sharding.Mesh) -> Callable[[TrainState, dict], dict[str, jax.Array]]:
   """Deterministic forward pass: uniform temporal sampling, no dropout.
 
+  Test-time augmentation (`config.test_time`): `num_clips` = n reads every clip n times, the c-th
+  taking the frame at fraction (c + 1/2) / n of each temporal segment (n = 1: the centre, the
+  plain evaluation); `flip` adds the mirrored pose of each. The logits are the mean over these
+  views. Routing weights are averaged over the unmirrored views only: mirroring swaps the left and
+  right entities, and their weights must stay with the body part they describe.
+
   Returns logits (B, N) and routing_weights (B, K, 2), sharded on the batch like the input.
   """
   layout = get_layout(config.model.layout)
   aug = augment_config(config)
+  num_clips, mirror = test_time_views(config)
 
   def step(state, batch):
-    inputs = augment.eval_inputs(batch, layout, aug)
     model = nnx.merge(graphdef, state['params'], state['rest'])
-    logits, aux = model(inputs['keypoints'], inputs['frame_mask'])
-    return {'logits': logits, 'routing_weights': aux['routing_weights']}
+    logits, routing = [], []
+    for clip in range(num_clips):
+      for mirrored in (False, True) if mirror else (False,):
+        inputs = augment.eval_inputs(batch, layout, aug, phase=(2 * clip + 1, 2 * num_clips),
+                                     mirrored=mirrored)
+        view_logits, aux = model(inputs['keypoints'], inputs['frame_mask'])
+        logits.append(view_logits)
+        if not mirrored:
+          routing.append(aux['routing_weights'])
+    return {'logits': sum(logits) / len(logits), 'routing_weights': sum(routing) / len(routing)}
 
   batch_sharding = sharding.batch_sharding(mesh)
   return jax.jit(step, in_shardings=(sharding.replicated(mesh), batch_sharding),
@@ -492,9 +514,11 @@ def write_outputs(config: ml_collections.ConfigDict, workdir: str, result: EvalR
     metrics_lib.write_imigue_submission(os.path.join(workdir, 'Submission.csv'), clip_ids, probs)
   if config.data.name == 'ma52':
     metrics_lib.write_ma52_submission(os.path.join(workdir, 'prediction.csv'), clip_ids, probs)
+  num_clips, mirror = test_time_views(config)
   np.savez_compressed(os.path.join(workdir, 'eval_outputs.npz'), logits=result.logits,
                       routing_weights=result.routing_weights, labels=result.labels,
-                      clip_ids=np.asarray(clip_ids, dtype=str), eval_split=config.data.eval_split)
+                      clip_ids=np.asarray(clip_ids, dtype=str), eval_split=config.data.eval_split,
+                      test_time_clips=num_clips, test_time_flip=mirror)
   with open(os.path.join(workdir, 'eval_metrics.json'), 'w') as f:
     json.dump(metrics_lib.scalar_metrics(result.metrics), f, indent=2)
   if summary is not None:
@@ -539,9 +563,14 @@ def restore_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: jax.s
   return graphdef, state, step
 
 
-def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
-                     use_best: bool = True) -> dict[str, Any]:
-  """--mode=eval: restores the best (else latest) checkpoint, evaluates, writes outputs."""
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, use_best: bool = True,
+                     output_dir: str | None = None) -> dict[str, Any]:
+  """--mode=eval: restores the best (else latest) checkpoint, evaluates, writes outputs.
+
+  The outputs (eval_outputs.npz, predictions, plots) go to `output_dir` when given, so that
+  evaluating a finished run another way (e.g. with test-time augmentation) keeps its own
+  results; else to `workdir`."""
+  test_time_views(config)   # a bad setting fails before the restore
   sharding.maybe_initialize_distributed()
   mesh = sharding.make_mesh()
   graphdef, state, step = restore_workdir(config, workdir, mesh, use_best)  # refuses first
@@ -550,6 +579,8 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
   result = evaluate(make_eval_step(graphdef, config, mesh), state, eval_loader, mesh,
                     config.model.num_classes, ma52=config.data.name == 'ma52')
   if jax.process_index() == 0:
-    write_outputs(config, workdir, result, splits)
+    if output_dir:
+      os.makedirs(output_dir, exist_ok=True)
+    write_outputs(config, output_dir or workdir, result, splits)
     print(metrics_lib.format_metrics_table(result.metrics, title=f'Evaluation (step {step})'))
   return {'step': step, **metrics_lib.scalar_metrics(result.metrics)}

@@ -88,6 +88,32 @@ def test_eval_indices_exact():
   np.testing.assert_array_equal(mask, np.ones((2, 5)))
 
 
+def test_phase_moves_the_read_point_within_each_segment():
+  n = jnp.array([10, 5])
+  centre, _ = augment.frame_indices(n, 12, 5)
+  np.testing.assert_array_equal(augment.frame_indices(n, 12, 5, phase=(1, 2))[0], centre)
+  early, _ = augment.frame_indices(n, 12, 5, phase=(1, 4))   # floor((t + 1/4) n / 5)
+  late, _ = augment.frame_indices(n, 12, 5, phase=(3, 4))    # floor((t + 3/4) n / 5)
+  np.testing.assert_array_equal(early, [[0, 2, 4, 6, 8], [0, 1, 2, 3, 4]])
+  np.testing.assert_array_equal(late, [[1, 3, 5, 7, 9], [0, 1, 2, 3, 4]])
+  # Two test-time clips of a 10-frame clip read every frame once between them.
+  np.testing.assert_array_equal(np.sort(np.concatenate([early[0], late[0]])), np.arange(10))
+  with pytest.raises(ValueError, match='phase'):
+    augment.frame_indices(n, 12, 5, phase=(2, 2))
+
+
+def test_mirrored_eval_inputs_are_the_flipped_pose():
+  layout = get_layout('kinect20')
+  batch = random_batch(layout, missing=0.0)
+  cfg = AugmentConfig(num_frames=8)
+  plain = augment.eval_inputs(batch, layout, cfg)
+  mirrored = augment.eval_inputs(batch, layout, cfg, mirrored=True)
+  pose, conf = augment.flip(plain['keypoints'][..., :3], plain['keypoints'][..., 3], layout)
+  np.testing.assert_array_equal(mirrored['keypoints'][..., :3], pose)
+  np.testing.assert_array_equal(mirrored['keypoints'][..., 3], conf)
+  assert not np.allclose(mirrored['keypoints'], plain['keypoints'])
+
+
 def test_pad_instead_of_resample_indices():
   indices, mask = augment.frame_indices(jnp.array([3, 5, 10]), 12, 5, pad=True)
   np.testing.assert_array_equal(indices, [[0, 1, 2, 0, 0], [0, 1, 2, 3, 4], [1, 3, 5, 7, 9]])

@@ -12,11 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from configs import smoke
 from micro_dualnet_jax import sharding, train
-from micro_dualnet_jax.data import datasets
+from micro_dualnet_jax.data import augment, datasets
 from micro_dualnet_jax.data.clip import DataFormatError
+from micro_dualnet_jax.skeleton import get_layout
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -64,6 +66,52 @@ def test_smoke_run_writes_every_output(data_dir, tmp_path):
   evaluated = train.evaluate_workdir(smoke_config(data_dir), str(tmp_path), use_best=False)
   assert evaluated['step'] == 8
   assert evaluated['top1'] == pytest.approx(summary['final']['top1'])
+  # Test-time views written elsewhere leave the run's own outputs as they were.
+  before = (tmp_path / 'eval_outputs.npz').read_bytes()
+  config = smoke_config(data_dir, **{'test_time.num_clips': 2, 'test_time.flip': True})
+  train.evaluate_workdir(config, str(tmp_path), use_best=False, output_dir=str(tmp_path / 'tta'))
+  assert (tmp_path / 'eval_outputs.npz').read_bytes() == before
+  with np.load(tmp_path / 'tta' / 'eval_outputs.npz') as outputs:
+    assert (int(outputs['test_time_clips']), bool(outputs['test_time_flip'])) == (2, True)
+    assert outputs['logits'].shape == (24, 15)
+  assert (tmp_path / 'tta' / 'predictions.csv').exists()
+
+
+def test_test_time_views_average_and_are_mirror_invariant(data_dir):
+  config = smoke_config(data_dir, **{'test_time.num_clips': 2, 'test_time.flip': True})
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  tx, _ = train.make_optimizer(config, 10)
+  graphdef, state = train.create_train_state(config, tx, mesh)
+  layout = get_layout(config.model.layout)
+  splits = datasets.load_splits(config)
+  batch = next(datasets.make_loader(config, splits.eval, 16, 'eval').eval_batches())
+  batch = {k: batch[k] for k in ('keypoints', 'confidence', 'num_frames')}
+  out = train.make_eval_step(graphdef, config, mesh)(state, batch)
+  # By hand: the mean of the four views' logits; routing from the two unmirrored views.
+  model = nnx.merge(graphdef, state['params'], state['rest'])
+  aug = train.augment_config(config)
+  views = {(c, m): model(**_as_kwargs(augment.eval_inputs(batch, layout, aug, phase=(2 * c + 1, 4),
+                                                          mirrored=m)))
+           for c in (0, 1) for m in (False, True)}
+  np.testing.assert_allclose(out['logits'], sum(v[0] for v in views.values()) / 4, rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(
+      out['routing_weights'],
+      (views[0, False][1]['routing_weights'] + views[1, False][1]['routing_weights']) / 2,
+      rtol=1e-5, atol=1e-6)
+  # The views are closed under mirroring, so a mirrored clip scores the same.
+  flipped = dict(batch)
+  flipped['keypoints'], flipped['confidence'] = augment.flip(
+      jnp.asarray(batch['keypoints']), jnp.asarray(batch['confidence']), layout)
+  np.testing.assert_allclose(train.make_eval_step(graphdef, config, mesh)(state, flipped)['logits'],
+                             out['logits'], rtol=1e-4, atol=1e-5)
+  config.test_time.num_clips = 0
+  with pytest.raises(ValueError, match='num_clips'):
+    train.make_eval_step(graphdef, config, mesh)
+
+
+def _as_kwargs(inputs):
+  return {'keypoints': inputs['keypoints'], 'frame_mask': inputs['frame_mask']}
 
 
 def _one_step(config, devices, batch_np):

@@ -127,6 +127,7 @@ def frame_indices(
     crop_min_ratio: float = 1.0,
     pad: bool = False,
     jitter: bool = False,
+    phase: tuple[int, int] = (1, 2),
 ) -> tuple[jax.Array, jax.Array]:
   """Which input frame feeds each of the `num_out` output frames.
 
@@ -145,6 +146,9 @@ def frame_indices(
   uniformly from segment t's frames [floor(t length / m), floor((t + 1) length / m)) (the first
   of them when the segment is empty): still non-decreasing, a different selection per draw, and a
   window no longer than m is still read whole.
+  `phase` = (p, q) moves the read point of every segment from its centre to the fraction p / q of
+  it, index[t] = start + floor((t + p / q) * length / m) (default (1, 2): the centre); test-time
+  multi-clip evaluation reads clip c of n at phase (2c + 1, 2n).
   Indices always point at valid frames (padded output slots repeat `start`).
   A row with n = 0 (a batch filler) gets frame_mask 0 everywhere.
 
@@ -156,11 +160,15 @@ def frame_indices(
     crop_min_ratio: smallest fraction of the clip a training crop keeps.
     pad: pad short windows instead of resampling them.
     jitter: random frame within each segment (needs `key`).
+    phase: (p, q) integers, 0 <= p < q: where in each segment the frame is read.
 
   Returns:
     indices: (B, T) int32 into the L input frames.
     frame_mask: (B, T) float32.
   """
+  p, q = phase
+  if not 0 <= p < q:
+    raise ValueError(f'phase must be (p, q) with 0 <= p < q, got {phase}')
   n = jnp.clip(jnp.asarray(num_frames, jnp.int32), 0, max_frames)
   if key is None:
     start, length = jnp.zeros_like(n), n
@@ -173,7 +181,7 @@ def frame_indices(
   m = jnp.maximum(m, 1)[:, None]
   t = jnp.arange(num_out, dtype=jnp.int32)
   # Integer arithmetic, so the rule is exact for any length.
-  indices = start[:, None] + ((2 * t + 1) * length[:, None]) // (2 * m)
+  indices = start[:, None] + ((q * t + p) * length[:, None]) // (q * m)
   if jitter and key is not None:
     # Segment t holds frames [floor(t L / m), floor((t + 1) L / m)); draw one of them.
     # For t < m the segment ends at or before the window's end, so no index passes it.
@@ -200,12 +208,13 @@ def sample_frames(
     crop_min_ratio: float = 1.0,
     pad: bool = False,
     jitter: bool = False,
+    phase: tuple[int, int] = (1, 2),
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Reads T frames of every clip (rule: `frame_indices`) and zeroes what is not real.
 
   Args:
     batch: 'keypoints' (B, L, V, C), 'confidence' (B, L, V), 'num_frames' (B,).
-    num_out, key, crop_min_ratio, pad, jitter: as for `frame_indices`.
+    num_out, key, crop_min_ratio, pad, jitter, phase: as for `frame_indices`.
 
   Returns:
     keypoints (B, T, V, C) float32, 0 for missing joints and padded frames.
@@ -216,7 +225,7 @@ def sample_frames(
   confidence = jnp.asarray(batch['confidence'], jnp.float32)
   indices, frame_mask = frame_indices(
       batch['num_frames'], keypoints.shape[1], num_out, key=key, crop_min_ratio=crop_min_ratio,
-      pad=pad, jitter=jitter)
+      pad=pad, jitter=jitter, phase=phase)
   take = jax.vmap(lambda x, i: x[i])
   confidence = take(confidence, indices) * frame_mask[:, :, None]
   keypoints = jnp.where((confidence > 0)[..., None], take(keypoints, indices), 0.0)
@@ -525,16 +534,21 @@ def train_inputs(
 
 
 def eval_inputs(
-    batch: Mapping[str, jax.Array], layout: Layout, cfg: AugmentConfig
+    batch: Mapping[str, jax.Array], layout: Layout, cfg: AugmentConfig, *,
+    phase: tuple[int, int] = (1, 2), mirrored: bool = False,
 ) -> dict[str, jax.Array]:
   """Deterministic model inputs: the whole clip sampled uniformly, normalised, no augmentation.
 
-  Arguments and result as for `train_inputs` (without the key).
+  Arguments and result as for `train_inputs` (without the key). Test-time augmentation views:
+  `phase` picks where in each segment the frame is read (`frame_indices`), `mirrored` flips the
+  normalised pose (`flip`).
   """
   _check_batch(batch, layout)
   keypoints, confidence, frame_mask = sample_frames(
-      batch, cfg.num_frames, pad=cfg.pad_instead_of_resample)
+      batch, cfg.num_frames, pad=cfg.pad_instead_of_resample, phase=phase)
   keypoints = _canonical_pose(keypoints, confidence, frame_mask, layout, cfg)
+  if mirrored:
+    keypoints, confidence = flip(keypoints, confidence, layout)
   return _model_inputs(keypoints, confidence, frame_mask, layout, cfg.stream)
 
 
