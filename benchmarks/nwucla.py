@@ -18,7 +18,10 @@ and the resolved config; with two or more streams it also holds their score-leve
 
 A finished run (its work directory holds summary.json) is read back instead of retrained, so an
 interrupted benchmark continues where it stopped. The reported test figure of a run is its final
-step's, never the best over evaluations, so the test split chooses nothing.
+step's, never the best over evaluations, so the test split chooses nothing. Runs are scored with
+the test-time views of configs/nwucla.py (`test_time`, or --set=test_time.num_clips=N
+--set=test_time.flip=True); a finished run scored otherwise is evaluated again from its final
+checkpoint into a subfolder, without retraining.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ sys.path.insert(0, _ROOT)
 
 from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+import numpy as np  # pylint: disable=wrong-import-position
+
+from configs import nwucla as nwucla_config  # pylint: disable=wrong-import-position
 from micro_dualnet_jax import ensemble, metrics  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.data.readers.nwucla import NWUCLA_CLASSES  # pylint: disable=wrong-import-position
 
@@ -122,7 +128,8 @@ def run_one(variant: str, stream: str) -> dict[str, Any]:
     summary = json.load(f)
   with open(os.path.join(workdir, 'config.json')) as f:
     config = json.load(f)
-  scores = ensemble.load_run(workdir)
+  scores_dir, eval_s = _scores_with_test_time(workdir, command, overrides)
+  scores = ensemble.load_run(scores_dir)
   result = metrics.classification_metrics(scores.logits, scores.labels)
   return {
       'variant': variant, 'stream': stream, 'workdir': workdir,
@@ -133,8 +140,50 @@ def run_one(variant: str, stream: str) -> dict[str, Any]:
                                                         NWUCLA_CLASSES),
       'best_during_training': summary.get('best'), 'steps': summary.get('step'),
       'wall_s': round(wall_s, 1), 'command': ' '.join(command[1:]), 'overrides': overrides,
-      'config': config,
+      'test_time': dict(zip(('num_clips', 'flip'), _evaluated_views(scores_dir))),
+      'scores_dir': scores_dir, 'test_time_eval_s': eval_s, 'config': config,
   }
+
+
+def _wanted_views(overrides: dict[str, str]) -> tuple[int, bool]:
+  """(num_clips, flip) the runs are scored with: configs/nwucla.py's test_time, then --set."""
+  default = nwucla_config.get_config().test_time
+  clips = int(overrides.get('test_time.num_clips', default.num_clips))
+  flip = str(overrides.get('test_time.flip', default.flip)).lower() in ('true', '1')
+  return clips, flip
+
+
+def _evaluated_views(scores_dir: str) -> tuple[int, bool]:
+  """(num_clips, flip) of scores_dir/eval_outputs.npz; files from before test_time: (1, False)."""
+  with np.load(os.path.join(scores_dir, ensemble.OUTPUTS_FILE)) as outputs:
+    if 'test_time_clips' not in outputs:
+      return 1, False
+    return int(outputs['test_time_clips']), bool(outputs['test_time_flip'])
+
+
+def _scores_with_test_time(workdir: str, command: list[str], overrides: dict[str, str]
+                           ) -> tuple[str, float]:
+  """The folder holding the run's final-step scores under the wanted test-time views.
+
+  A run whose own final evaluation used other views (e.g. trained before they were chosen) is
+  evaluated again from its latest checkpoint into workdir/test_time_c{N}[_flip]; its training
+  outputs stay as they are. Returns (folder, seconds spent evaluating)."""
+  clips, flip = _wanted_views(overrides)
+  if _evaluated_views(workdir) == (clips, flip):
+    return workdir, 0.0
+  scores_dir = os.path.join(workdir, f'test_time_c{clips}' + ('_flip' if flip else ''))
+  if os.path.exists(os.path.join(scores_dir, ensemble.OUTPUTS_FILE)):
+    return scores_dir, 0.0
+  start = time.time()
+  with open(os.path.join(workdir, 'eval.log'), 'a') as log:
+    code = subprocess.call([*command, '--mode=eval', '--checkpoint=latest',
+                            f'--output={scores_dir}', f'--config.test_time.num_clips={clips}',
+                            f'--config.test_time.flip={flip}'],
+                           stdout=log, stderr=subprocess.STDOUT, cwd=_ROOT)
+  if code != 0:
+    raise RuntimeError(f'evaluating {workdir} with test-time views failed (exit {code}); see '
+                       f'{workdir}/eval.log')
+  return scores_dir, round(time.time() - start, 1)
 
 
 def main(argv):
@@ -170,7 +219,7 @@ def main(argv):
       write()
     if len(_STREAMS.value) > 1:
       runs = [r for r in out['runs'] if r['variant'] == variant]
-      members = [(r['workdir'], DEFAULT_WEIGHTS[r['stream']]) for r in runs]
+      members = [(r['scores_dir'], DEFAULT_WEIGHTS[r['stream']]) for r in runs]
       summary = ensemble.run_ensemble(
           members, os.path.join(_ROOT_DIR.value, run_name(f'ensemble_{variant}')), dataset='nwucla',
           class_names=NWUCLA_CLASSES)
