@@ -18,7 +18,8 @@ def test_config_builds_valid_model_and_pipeline_settings(name):
   config = importlib.import_module(f'configs.{name}').get_config()
   model = train.model_config(config)
   pipeline = train.augment_config(config)
-  assert pipeline.num_frames == model.num_frames
+  num_clips, _ = train.test_time_views(config)
+  assert pipeline.num_frames == model.num_frames and num_clips >= 1
   assert len(model.entity_names) in (5, 6)
 
 
