@@ -220,8 +220,11 @@ def main(argv):
     if len(_STREAMS.value) > 1:
       runs = [r for r in out['runs'] if r['variant'] == variant]
       members = [(r['scores_dir'], DEFAULT_WEIGHTS[r['stream']]) for r in runs]
+      clips, flip = _wanted_views(_overrides(variant, runs[0]['stream']))
+      views = f'_test_time_c{clips}' + ('_flip' if flip else '')   # one folder per way of scoring
       summary = ensemble.run_ensemble(
-          members, os.path.join(_ROOT_DIR.value, run_name(f'ensemble_{variant}')), dataset='nwucla',
+          members, os.path.join(_ROOT_DIR.value, run_name(f'ensemble_{variant}{views}')),
+          dataset='nwucla',
           class_names=NWUCLA_CLASSES)
       out.setdefault('ensembles', []).append({
           'variant': variant, 'streams': [r['stream'] for r in runs],
