@@ -60,10 +60,18 @@ def augment_config(config: ml_collections.ConfigDict) -> augment.AugmentConfig:
 
 
 def test_time_views(config: ml_collections.ConfigDict) -> tuple[int, bool]:
-  """(num_clips, flip) of `config.test_time`, checked."""
+  """(num_clips, flip) of `config.test_time`, checked.
+
+  Mirrored views are refused for a model trained without mirroring (augment.flip_prob = 0): that
+  setting means left and right tell classes apart (e.g. the synthetic set), and a mirrored view
+  would vote for the opposite-side class."""
   num_clips, mirror = config.test_time.num_clips, config.test_time.flip
   if not isinstance(num_clips, int) or num_clips < 1:
     raise ValueError(f'test_time.num_clips must be an integer >= 1, got {num_clips!r}')
+  if mirror and config.augment.flip_prob == 0:
+    raise ValueError('test_time.flip=True needs a model trained with mirroring '
+                     '(augment.flip_prob > 0): with flip_prob 0 left and right tell classes apart, '
+                     'and a mirrored view would vote for the other side\'s class')
   return num_clips, bool(mirror)
 
 

@@ -69,6 +69,9 @@ def test_smoke_run_writes_every_output(data_dir, tmp_path):
   # Test-time views written elsewhere leave the run's own outputs as they were.
   before = (tmp_path / 'eval_outputs.npz').read_bytes()
   config = smoke_config(data_dir, **{'test_time.num_clips': 2, 'test_time.flip': True})
+  with pytest.raises(ValueError, match='flip_prob'):   # the smoke set's classes are lateral
+    train.evaluate_workdir(config, str(tmp_path), use_best=False, output_dir=str(tmp_path / 'x'))
+  config.augment.flip_prob = 0.5
   train.evaluate_workdir(config, str(tmp_path), use_best=False, output_dir=str(tmp_path / 'tta'))
   assert (tmp_path / 'eval_outputs.npz').read_bytes() == before
   with np.load(tmp_path / 'tta' / 'eval_outputs.npz') as outputs:
@@ -78,7 +81,8 @@ def test_smoke_run_writes_every_output(data_dir, tmp_path):
 
 
 def test_test_time_views_average_and_are_mirror_invariant(data_dir):
-  config = smoke_config(data_dir, **{'test_time.num_clips': 2, 'test_time.flip': True})
+  config = smoke_config(data_dir, **{'test_time.num_clips': 2, 'test_time.flip': True,
+                                     'augment.flip_prob': 0.5})
   mesh = sharding.make_mesh(jax.devices()[:1])
   tx, _ = train.make_optimizer(config, 10)
   graphdef, state = train.create_train_state(config, tx, mesh)
