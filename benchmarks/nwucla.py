@@ -153,6 +153,11 @@ def _wanted_views(overrides: dict[str, str]) -> tuple[int, bool]:
   return clips, flip
 
 
+def _views_name(clips: int, flip: bool) -> str:
+  """Folder-name part for a way of scoring, e.g. test_time_c4_flip."""
+  return f'test_time_c{clips}' + ('_flip' if flip else '')
+
+
 def _evaluated_views(scores_dir: str) -> tuple[int, bool]:
   """(num_clips, flip) of scores_dir/eval_outputs.npz; files from before test_time: (1, False)."""
   with np.load(os.path.join(scores_dir, ensemble.OUTPUTS_FILE)) as outputs:
@@ -171,7 +176,7 @@ def _scores_with_test_time(workdir: str, command: list[str], overrides: dict[str
   clips, flip = _wanted_views(overrides)
   if _evaluated_views(workdir) == (clips, flip):
     return workdir, 0.0
-  scores_dir = os.path.join(workdir, f'test_time_c{clips}' + ('_flip' if flip else ''))
+  scores_dir = os.path.join(workdir, _views_name(clips, flip))
   if os.path.exists(os.path.join(scores_dir, ensemble.OUTPUTS_FILE)):
     return scores_dir, 0.0
   start = time.time()
@@ -221,9 +226,9 @@ def main(argv):
       runs = [r for r in out['runs'] if r['variant'] == variant]
       members = [(r['scores_dir'], DEFAULT_WEIGHTS[r['stream']]) for r in runs]
       clips, flip = _wanted_views(_overrides(variant, runs[0]['stream']))
-      views = f'_test_time_c{clips}' + ('_flip' if flip else '')   # one folder per way of scoring
-      summary = ensemble.run_ensemble(
-          members, os.path.join(_ROOT_DIR.value, run_name(f'ensemble_{variant}{views}')),
+      summary = ensemble.run_ensemble(   # one folder per way of scoring
+          members, os.path.join(_ROOT_DIR.value,
+                                run_name(f'ensemble_{variant}_{_views_name(clips, flip)}')),
           dataset='nwucla',
           class_names=NWUCLA_CLASSES)
       out.setdefault('ensembles', []).append({

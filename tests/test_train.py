@@ -94,9 +94,11 @@ def test_test_time_views_average_and_are_mirror_invariant(data_dir):
   # By hand: the mean of the four views' logits; routing from the two unmirrored views.
   model = nnx.merge(graphdef, state['params'], state['rest'])
   aug = train.augment_config(config)
-  views = {(c, m): model(**_as_kwargs(augment.eval_inputs(batch, layout, aug, phase=(2 * c + 1, 4),
-                                                          mirrored=m)))
-           for c in (0, 1) for m in (False, True)}
+  views = {}
+  for c in (0, 1):
+    for m in (False, True):
+      inputs = augment.eval_inputs(batch, layout, aug, phase=(2 * c + 1, 4), mirrored=m)
+      views[c, m] = model(inputs['keypoints'], inputs['frame_mask'])
   np.testing.assert_allclose(out['logits'], sum(v[0] for v in views.values()) / 4, rtol=1e-5,
                              atol=1e-6)
   np.testing.assert_allclose(
@@ -112,10 +114,6 @@ def test_test_time_views_average_and_are_mirror_invariant(data_dir):
   config.test_time.num_clips = 0
   with pytest.raises(ValueError, match='num_clips'):
     train.make_eval_step(graphdef, config, mesh)
-
-
-def _as_kwargs(inputs):
-  return {'keypoints': inputs['keypoints'], 'frame_mask': inputs['frame_mask']}
 
 
 def _one_step(config, devices, batch_np):
