@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -377,9 +377,21 @@ class _MetricsLog:
       self.tensorboard.close()
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+Hook = Callable[[str, int], None]
+HOOK_EVENTS = ('step', 'checkpoint', 'final_eval')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       hooks: Sequence[Hook] = ()) -> dict[str, Any]:
   """Trains `config` in `workdir` (resuming from its checkpoints) and evaluates; returns the
-  summary written to summary.json."""
+  summary written to summary.json.
+
+  hooks: callables `hook(event, step)` run on the host, in order, at fixed points of the loop:
+    'step' after training step `step` was dispatched and logged, before its checkpoint and the
+    signal check; 'checkpoint' after the checkpoint of `step` was written (started, with
+    async_checkpoints); 'final_eval' before the final evaluation. For progress reporting,
+    profiling windows, or tests that stop a run at an exact point.
+  """
   sharding.maybe_initialize_distributed()
   is_main = jax.process_index() == 0
   _check_workdir(workdir)
@@ -424,6 +436,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   saved = {'step': start_step}
 
+  def call_hooks(event, step):
+    for hook in hooks:
+      hook(event, step)
+
   def save(step, force=False):
     if saved['step'] == step:
       return
@@ -435,6 +451,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           'optim.learning_rate, check the data for NaN keypoints, or set optim.clip_norm.')
     _checkpoint_io(ckpt.save, step, state, meta_for(step), force=force)
     saved['step'] = step
+    call_hooks('checkpoint', step)
     print(f'Checkpoint at step {step} ' + ('written in the background' if config.async_checkpoints
                                             else 'saved'), flush=True)
 
@@ -443,11 +460,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                       ma52=config.data.name == 'ma52')
     scalars = metrics_lib.scalar_metrics(result.metrics)
     log.write({'step': step, **{f'eval_{k}': v for k, v in scalars.items()}})
+    # Strictly better only: of tied evaluations the first stays best, here and in best/.
     if not best or scalars[config.best_metric] > best.get(config.best_metric, -1):
       best.clear()
       best.update({**scalars, 'step': step})
-    if int(state['nonfinite']) == 0:
-      _checkpoint_io(ckpt.save_best, step, state, meta_for(step), scalars)
+      if int(state['nonfinite']) == 0:
+        _checkpoint_io(ckpt.save_best, step, state, meta_for(step), scalars)
     print(f'[eval step {step}] ' + ', '.join(
         f'{k} {scalars[k]:.2f}' for k in ('top1', 'top5', 'f1_macro') if k in scalars),
           flush=True)
@@ -478,6 +496,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
               f'{values["learning_rate"]:.2e} | {rate:.1f} samples/s | ETA {eta / 60:.1f} min',
               flush=True)
         samples_since, t_last = 0, now
+      call_hooks('step', step)
       if config.eval_every_steps and step % config.eval_every_steps == 0 and step < total_steps:
         run_eval(step)
       if step % config.checkpoint_every_steps == 0 or step == total_steps:
@@ -497,6 +516,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     batches.close()
   if int(state['nonfinite']):
     save(step)
+  call_hooks('final_eval', step)
   result = run_eval(step)
   _checkpoint_io(ckpt.close)
   log.close()

@@ -15,92 +15,30 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import time
 
 import pytest
 
+import runs
 from configs import smoke
 from micro_dualnet_jax import sharding, train
 from micro_dualnet_jax.checkpoint import CHECKSUM_KEY, Checkpointer, abstract_like, tree_checksum
+from runs import Run
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 12
 OVERRIDES = (f'--config.num_train_steps={STEPS}', '--config.log_every_steps=1')
-GRACE_S = 30   # what a cluster scheduler typically allows between SIGTERM and SIGKILL
-_LAUNCH_VARS = ('JAX_COORDINATOR_ADDRESS', 'COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES',
-                'JAX_PROCESS_ID', 'SLURM_JOB_ID', 'OMPI_COMM_WORLD_SIZE', 'TPU_WORKER_HOSTNAMES')
-
-# Runs main.py with orbax's commit step (renaming <step>.orbax-checkpoint-tmp to <step>) hanging,
-# so the test can SIGKILL the process in the middle of a save, deterministically.
-_HANGING_COMMIT = '''
-import runpy, sys, time
-from orbax.checkpoint._src.path import atomicity
-
-async def _hang(self):
-  print('TEST: checkpoint data written, commit pending', flush=True)
-  time.sleep(600)
-
-atomicity.AtomicRenameTemporaryPath.finalize = _hang
-sys.argv = ['main.py', *sys.argv[1:]]
-runpy.run_path('main.py', run_name='__main__')
-'''
+pytestmark = pytest.mark.slow   # real main.py processes, several per test
 
 
-class Run:
-  """One main.py process; its output goes to a file that the test polls."""
-
-  def __init__(self, workdir, data_dir, log: pathlib.Path, *args: str, devices: int = 2,
-               env: dict[str, str] | None = None, hang_commit: bool = False):
-    base = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
-    base['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
-    command = [sys.executable, *(['-c', _HANGING_COMMIT] if hang_commit else ['main.py']),
-               '--config=configs/smoke.py', f'--workdir={workdir}',
-               f'--config.data.data_dir={data_dir}', *OVERRIDES, *args]
-    self.log = log
-    with open(log, 'w') as out:
-      self.proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                   env={**base, **(env or {})})
-    _STARTED.append(self.proc)
-
-  def output(self) -> str:
-    return self.log.read_text()
-
-  def wait_for(self, text: str, timeout: float = 150) -> None:
-    deadline = time.time() + timeout
-    while text not in self.output():
-      if self.proc.poll() is not None or time.time() > deadline:
-        self.proc.kill()
-        raise AssertionError(f'{text!r} never came (exit {self.proc.poll()}):\n{self.output()}')
-      time.sleep(0.02)
-
-  def kill(self, sig: int = signal.SIGKILL) -> None:
-    self.proc.send_signal(sig)
-    if sig == signal.SIGKILL:
-      self.proc.wait(timeout=30)
-
-  def finish(self, timeout: float = 150) -> str:
-    """Waits for the exit; returns the output and asserts a zero status."""
-    try:
-      self.proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-      self.proc.kill()
-      raise AssertionError(f'still running after {timeout} s:\n{self.output()}') from None
-    assert self.proc.returncode == 0, self.output()
-    return self.output()
-
-
-_STARTED: list[subprocess.Popen] = []
+def smoke_run(workdir, data_dir, log, *args, **kwargs) -> Run:
+  """main.py on the smoke config (checkpoints at 4, 8, 12) in `workdir`."""
+  return Run(['--config=configs/smoke.py', f'--workdir={workdir}',
+              f'--config.data.data_dir={data_dir}', *OVERRIDES, *args], log, **kwargs)
 
 
 @pytest.fixture(autouse=True)
 def _no_stray_processes():
   yield
-  while _STARTED:
-    proc = _STARTED.pop()
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait(timeout=30)
+  runs.stop_all()
 
 
 def _free_port() -> int:
@@ -109,11 +47,12 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _two_processes(workdir, data_dir, tmp_path, tag: str) -> list[Run]:
+def _two_processes(workdir, data_dir, tmp_path, tag: str, **kwargs) -> list[Run]:
   address = f'127.0.0.1:{_free_port()}'
-  return [Run(workdir, data_dir, tmp_path / f'{tag}_{i}.log', devices=1,
-              env={'JAX_COORDINATOR_ADDRESS': address, 'JAX_NUM_PROCESSES': '2',
-                   'JAX_PROCESS_ID': str(i), 'JAX_CPU_COLLECTIVES_IMPLEMENTATION': 'gloo'})
+  return [smoke_run(workdir, data_dir, tmp_path / f'{tag}_{i}.log', devices=1,
+                    env={'JAX_COORDINATOR_ADDRESS': address, 'JAX_NUM_PROCESSES': '2',
+                         'JAX_PROCESS_ID': str(i), 'JAX_CPU_COLLECTIVES_IMPLEMENTATION': 'gloo'},
+                    **kwargs)
           for i in range(2)]
 
 
@@ -155,32 +94,34 @@ def data_dir(tmp_path_factory):
 def reference(data_dir, tmp_path_factory):
   """An uninterrupted one-process run on 2 devices: (workdir, summary, per-step losses)."""
   workdir = tmp_path_factory.mktemp('reference')
-  Run(workdir, data_dir, workdir.parent / 'reference.log').finish()
+  smoke_run(workdir, data_dir, workdir.parent / 'reference.log').finish()
   return workdir, _summary(workdir), _train_losses(workdir)
 
 
 def test_two_processes_stop_together_resume_and_match_one_process(reference, data_dir, tmp_path):
   ref_dir, ref_summary, ref_losses = reference
   workdir = tmp_path / 'run'
-  # SIGTERM reaches only process 1: both must stop at the same step and save one checkpoint.
-  runs = _two_processes(workdir, data_dir, tmp_path, 'first')
-  runs[0].wait_for('step 2/')
-  signalled = time.time()
-  runs[1].kill(signal.SIGTERM)
-  outputs = [run.finish(timeout=GRACE_S) for run in runs]
-  assert time.time() - signalled < GRACE_S
+  # SIGTERM reaches only process 1, while both wait after step 2: both must stop after that step
+  # and save one checkpoint.
+  procs = _two_processes(workdir, data_dir, tmp_path, 'first', pause_at=('step', 2))
+  for run in procs:
+    run.wait_paused('step', 2)
+  procs[1].signal(signal.SIGTERM)
+  for run in procs:
+    run.release()
+  outputs = [run.finish() for run in procs]
   for i, out in enumerate(outputs):
     assert f'jax.distributed: process {i} of 2 joined' in out
     assert 'on 2 device(s), 2 process(es)' in out
   assert 'Stopping early (received signal 15)' in outputs[1]
   assert 'Stopping early (another process received a signal)' in outputs[0]
-  stops = {int(re.search(r'saved checkpoint at step (\d+)', out).group(1)) for out in outputs}
-  assert len(stops) == 1
-  stop = stops.pop()
-  assert 2 <= stop < STEPS and _steps(workdir / 'checkpoints')[-1] == stop
+  for out in outputs:
+    assert re.findall(r'saved checkpoint at step (\d+)', out) == ['2']
+  stop = 2
+  assert _steps(workdir / 'checkpoints') == [stop]
   # The same command again on both processes finishes the run.
-  runs = _two_processes(workdir, data_dir, tmp_path, 'second')
-  outputs = [run.finish() for run in runs]
+  procs = _two_processes(workdir, data_dir, tmp_path, 'second')
+  outputs = [run.finish() for run in procs]
   assert all(f'Resuming from checkpoint at step {stop}' in out for out in outputs)
   assert 'summary:' in outputs[0] and 'summary:' not in outputs[1]   # process 0 writes outputs
   summary = _summary(workdir)
@@ -196,28 +137,30 @@ def test_sigkill_at_three_points_then_resume_matches_uninterrupted(reference, da
   ref_dir, ref_summary, ref_losses = reference
   workdir, checkpoints = tmp_path / 'run', tmp_path / 'run' / 'checkpoints'
   # 1. Killed during its first save (step 3 here): the data is written, the commit is not.
-  run = Run(workdir, data_dir, tmp_path / 'a.log', '--config.checkpoint_every_steps=3',
-            hang_commit=True)
+  run = smoke_run(workdir, data_dir, tmp_path / 'a.log', '--config.checkpoint_every_steps=3',
+                  hang_commit=True)
   run.wait_for('TEST: checkpoint data written, commit pending')
   run.kill()
   assert (checkpoints / '3.orbax-checkpoint-tmp').is_dir()
   assert _steps(checkpoints) == []
-  # 2. Killed between checkpoints. The restart ignored the half-written save (it started from
-  #    scratch) and deleted it; step 3 is not one it saves, so only that cleanup removed it.
-  run = Run(workdir, data_dir, tmp_path / 'b.log')
-  run.wait_for('step 6/')
+  # 2. Killed between checkpoints, right after step 6. The restart ignored the half-written save
+  #    (it started from scratch) and deleted it; step 3 is not one it saves, so only that cleanup
+  #    removed it.
+  run = smoke_run(workdir, data_dir, tmp_path / 'b.log', pause_at=('step', 6))
+  run.wait_paused('step', 6)
   run.kill()
   assert 'Resuming' not in run.output()
   assert not (checkpoints / '3.orbax-checkpoint-tmp').exists()
-  committed = _steps(checkpoints)
-  assert committed and committed[-1] >= 4
+  assert _steps(checkpoints) == [4]
   # 3. Killed after the last checkpoint, before the final evaluation and outputs.
-  run = Run(workdir, data_dir, tmp_path / 'c.log')
-  run.wait_for(f'Checkpoint at step {STEPS} saved')
+  run = smoke_run(workdir, data_dir, tmp_path / 'c.log', pause_at=('final_eval', STEPS))
+  run.wait_paused('final_eval', STEPS)
   run.kill()
-  assert f'Resuming from checkpoint at step {committed[-1]}' in run.output()
+  assert 'Resuming from checkpoint at step 4' in run.output()
+  assert _steps(checkpoints) == [4, 8, 12]
+  assert not (workdir / 'summary.json').exists()
   # 4. The same command once more completes the run.
-  out = Run(workdir, data_dir, tmp_path / 'd.log').finish()
+  out = smoke_run(workdir, data_dir, tmp_path / 'd.log').finish()
   assert f'Resuming from checkpoint at step {STEPS}' in out
   assert _summary(workdir)['param_checksum'] == ref_summary['param_checksum']
   # Data order, augmentation RNG and optimizer state continued exactly: every step's loss, and
@@ -306,10 +249,7 @@ def test_full_disk_fails_clearly_and_keeps_the_last_checkpoint(reference, data_d
     # fails with a message that says what is intact and what to do; exit status 2.
     os.remove(disk / 'filler')
     _fill(disk, 128 * 1024)
-    run = Run(workdir, data_dir, tmp_path / 'full.log')
-    run.proc.wait(timeout=150)
-    out = run.output()
-    assert run.proc.returncode == 2, out
+    out = smoke_run(workdir, data_dir, tmp_path / 'full.log').finish(returncode=2)
     assert 'Resuming from checkpoint at step 4' in out
     assert re.search(r'error: writing the checkpoint of step 8 to \S+/checkpoints failed \(.*No '
                      r'space left on device.*\); the checkpoints already there are intact '
