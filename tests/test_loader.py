@@ -30,6 +30,32 @@ def test_batches_have_fixed_shapes_and_padding():
   assert np.all(batch['weight'] == 1)
 
 
+def test_every_row_holds_its_own_clip_and_label():
+  """Row by row, over several epochs: keypoints, confidence, length and label are those of the
+  source record the row's index names (a label/clip mix-up fails here)."""
+  rng = np.random.default_rng(0)
+  source = []
+  for i in range(11):
+    t = 2 + i % 5
+    source.append({'keypoints': rng.normal(size=(t, 4, 2)).astype(np.float32),
+                   'confidence': rng.uniform(0.1, 1.0, size=(t, 4)).astype(np.float32),
+                   'label': int(rng.integers(3)), 'num_frames': t, 'clip_id': f'c{i}'})
+  data = loader(source)
+  stream = data.train_batches()
+  for step in range(3 * data.steps_per_epoch):
+    batch = next(stream)
+    np.testing.assert_array_equal(batch['index'], data.train_indices(step))
+    for row, index in enumerate(batch['index']):
+      record, n = source[index], source[index]['num_frames']
+      assert batch['label'][row] == record['label']
+      assert batch['num_frames'][row] == n
+      np.testing.assert_array_equal(batch['keypoints'][row, :n], record['keypoints'])
+      np.testing.assert_array_equal(batch['confidence'][row, :n], record['confidence'])
+  seen = [(int(i), int(l)) for b in data.eval_batches() for i, l, w in
+          zip(b['index'], b['label'], b['weight']) if w > 0]
+  assert seen == [(i, r['label']) for i, r in enumerate(source)]
+
+
 def test_epochs_are_permutations_seeded_by_epoch():
   data = loader(make_source(n=12))
   assert data.steps_per_epoch == 3

@@ -19,6 +19,8 @@ from micro_dualnet_jax.data import augment, synthetic
 from micro_dualnet_jax.data.clip import DataFormatError
 from micro_dualnet_jax.skeleton import get_layout
 
+pytestmark = pytest.mark.slow   # a trained work directory and a 4,500-frame recording
+
 GAPS = (0, 25, 90, 7, 160)   # empty-frame runs put between the clips, cycled
 JSON_FRAMES = 2000
 OPENPOSE22, OPENPOSE35 = get_layout('openpose22'), get_layout('openpose35')
@@ -285,3 +287,58 @@ def test_export_round_trip(workdir, config, stream, tmp_path):
   subprocess.run([sys.executable, '-c', script], check=True, env=env, cwd=tmp_path, timeout=120)
   np.testing.assert_allclose(np.load(tmp_path / 'standalone.npy'), np.asarray(out['logits'][:3]),
                              rtol=1e-5, atol=1e-5)
+
+
+def test_window_probabilities_equal_the_model_on_hand_sliced_frames(workdir, config, stream,
+                                                                     inputs, tmp_path):
+  """windows.csv against an oracle that cuts each window out of the recording by hand: frames
+  [start, start + window) (the last window ends at the last frame), the frames with nobody in
+  them left out, the rest in order, then the trained model on them. An off-by-one in the window
+  starts, the empty-frame compaction or the last window's cut changes the probabilities."""
+  keypoints, confidence = stream
+  to22 = OPENPOSE22.map_from(OPENPOSE35)
+  keypoints, confidence = keypoints[:, to22], confidence[:, to22]
+  total = len(keypoints)
+  num_classes = config.model.num_classes
+  [summary] = predict.run_predict(config, workdir, str(inputs['npy']), str(tmp_path / 'out'),
+                                  top_k=num_classes, smoothing=1, verbose=False)
+  window, stride = summary['window'], summary['stride']
+  rows = _rows(tmp_path / 'out' / 'windows.csv')
+  starts = list(range(0, total - window + 1, stride))
+  if starts[-1] + window < total:
+    starts.append(total - window)
+  assert [int(r['start_frame']) for r in rows] == starts
+  assert [int(r['end_frame']) for r in rows] == [s + window - 1 for s in starts]
+
+  predictor = predict.Predictor.from_workdir(workdir)
+  names = predictor.class_names
+  batch = {'keypoints': np.zeros((len(rows), window, 22, 2), np.float32),
+           'confidence': np.zeros((len(rows), window, 22), np.float32),
+           'num_frames': np.zeros(len(rows), np.int32)}
+  for w, start in enumerate(starts):
+    frames = np.arange(start, start + window)
+    frames = frames[(confidence[frames] > 0).any(-1)]           # nobody there: left out
+    batch['keypoints'][w, :len(frames)] = keypoints[frames]
+    batch['confidence'][w, :len(frames)] = confidence[frames]
+    batch['num_frames'][w] = len(frames)
+    assert int(rows[w]['person_frames']) == len(frames)
+
+  @jax.jit
+  def oracle(params, rest, batch):
+    model = nnx.merge(predictor.graphdef, params, rest)
+    inputs = augment.eval_inputs(batch, predictor.layout, predictor.aug)
+    return jax.nn.softmax(model(inputs['keypoints'], inputs['frame_mask'])[0], axis=-1)
+
+  expected = np.asarray(oracle(predictor.params, predictor.rest, batch))
+  checked = 0
+  for w, row in enumerate(rows):
+    if batch['num_frames'][w] == 0:
+      assert row['status'] == 'no person'
+      continue
+    assert row['status'] == 'ok'
+    got = np.zeros(num_classes)
+    for i in range(num_classes):
+      got[names.index(row[f'top{i + 1}'])] = float(row[f'top{i + 1}_prob'])
+    np.testing.assert_allclose(got, expected[w], atol=2e-6, err_msg=f'window {w}')
+    checked += 1
+  assert checked > 200 and any(0 < n < window for n in batch['num_frames'])
