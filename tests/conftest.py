@@ -15,3 +15,15 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='mdn_jax_cache_'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+
+
+import pytest  # noqa: E402  (after the environment above)
+
+
+@pytest.fixture(autouse=True)
+def _layouts_registered_by_a_test_are_removed_after_it():
+  from micro_dualnet_jax.skeleton import layout_names, unregister_layout
+  before = set(layout_names())
+  yield
+  for name in set(layout_names()) - before:
+    unregister_layout(name)

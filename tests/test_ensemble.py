@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from scipy.special import softmax
 from sklearn.metrics import accuracy_score, top_k_accuracy_score
 
 from configs import smoke
@@ -42,7 +43,7 @@ def test_weighted_probability_mean_matches_hand_computation(runs):
   weights = (1.0, 1.0, 0.5)
   members = [ensemble.load_run(d, w) for d, w in zip(dirs, weights)]
   probs, got_labels, _ = ensemble.combine(members)
-  expected = sum(w * metrics.softmax(l) for w, l in zip(weights, logits)) / sum(weights)
+  expected = sum(w * softmax(l, axis=-1) for w, l in zip(weights, logits)) / sum(weights)
   np.testing.assert_allclose(probs, expected, rtol=1e-12)
   np.testing.assert_array_equal(got_labels, labels)
 
@@ -52,7 +53,7 @@ def test_run_ensemble_writes_metrics_equal_to_sklearn(runs, tmp_path):
   out = tmp_path / 'ens'
   summary = ensemble.run_ensemble([(d, 1.0) for d in dirs], str(out), dataset='synthetic',
                                   class_names=[f'c{i}' for i in range(NUM_CLASSES)])
-  probs = sum(metrics.softmax(l) for l in logits) / 3
+  probs = sum(softmax(l, axis=-1) for l in logits) / 3
   assert summary['ensemble']['top1'] == pytest.approx(
       100 * accuracy_score(labels, probs.argmax(1)))
   assert summary['ensemble']['top5'] == pytest.approx(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from micro_dualnet_jax.skeleton import (LAYOUTS, Layout, LayoutError, get_layout, layout_names,
-                                        register_layout)
+                                        register_layout, unregister_layout)
 
 EXPECTED = {  # name: (V, K, coord dims)
     'openpose22': (22, 5, 2), 'openpose35': (35, 6, 2), 'openpose28': (28, 6, 2),
@@ -31,8 +31,17 @@ def test_flip_is_an_involution_that_swaps_hands(layout):
   assert flipped_left == sorted(index[right][mask[right] > 0])
   eperm = layout.entity_flip_permutation()
   assert eperm[left] == right and eperm[right] == left
+  # Every pair is the same joint on both sides (left_knee <-> right_ankle fails), and every
+  # lateral joint is in a pair.
+  paired = set()
   for a, b in layout.flip_pairs:
-    assert layout.joint_names[a].startswith('left') and layout.joint_names[b].startswith('right')
+    left_name, right_name = layout.joint_names[a], layout.joint_names[b]
+    assert left_name.startswith('left_') and right_name == 'right_' + left_name[5:], (
+        left_name, right_name)
+    paired |= {a, b}
+  lateral = {j for j, name in enumerate(layout.joint_names)
+             if name.startswith(('left_', 'right_'))}
+  assert paired == lateral
 
 
 def test_documented_entity_sets_and_bones():
@@ -95,3 +104,10 @@ def test_user_adds_a_layout_with_one_entry():
     register_layout(layout)
   with pytest.raises(LayoutError, match='registered layouts'):
     get_layout('coco18')
+
+
+def test_a_layout_registered_by_one_test_is_gone_in_the_next():
+  """conftest removes layouts a test registered: this runs after the test above."""
+  assert 'coco17_upper' not in layout_names()
+  with pytest.raises(LayoutError, match='built in'):
+    unregister_layout('coco17')

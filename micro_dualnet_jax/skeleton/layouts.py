@@ -308,6 +308,16 @@ def register_layout(layout: Layout, *, overwrite: bool = False) -> Layout:
   return layout
 
 
+def unregister_layout(name: str) -> None:
+  """Removes a layout added with `register_layout`; the built-in `LAYOUTS` stay."""
+  if any(layout.name == name for layout in LAYOUTS):
+    raise LayoutError(f'layout {name!r} is built in and cannot be removed')
+  if name not in _REGISTRY:
+    raise LayoutError(f'layout {name!r} is not registered; registered layouts: '
+                      f'{sorted(_REGISTRY)}')
+  del _REGISTRY[name]
+
+
 def get_layout(name: str) -> Layout:
   """Returns the registered layout `name`; unknown names list the known ones."""
   try:
