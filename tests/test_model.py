@@ -8,9 +8,9 @@ import pytest
 from flax import linen, nnx
 from flax.nnx import bridge
 
-from micro_dualnet_jax import (LossConfig, MicroDualNet, ModelConfig, apply, get_layout, init,
-                               layout_names, total_loss)
-from micro_dualnet_jax.models.embedding import EntityEmbedding
+from micro_dualnet_jax import (Dropout, DualPathBranch, EntityEmbedding, EntityRouter,
+                               LossConfig, MicroDualNet, MicroDualNetLinen, ModelConfig, apply,
+                               get_layout, init, layout_names, total_loss)
 
 TINY = dict(width=32, num_heads=4, spatial_layers=1, temporal_layers=1, mlp_ratio=2,
             num_frames=24, num_classes=7, dropout=0.1)
@@ -33,8 +33,12 @@ def random_inputs(config: ModelConfig, batch=3, frames=12, seed=0, confidence=Tr
   return jnp.asarray(keypoints), jnp.asarray(frame_mask)
 
 
-def build(config: ModelConfig, seed=0) -> MicroDualNet:
-  return MicroDualNet(config, rngs=nnx.Rngs(seed))
+def build(config: ModelConfig, seed=0, train=False) -> MicroDualNet:
+  """The model in evaluation mode (deterministic), or in training mode with train=True."""
+  model = MicroDualNet(config, rngs=nnx.Rngs(seed))
+  if not train:
+    model.eval()
+  return model
 
 
 @pytest.mark.parametrize('layout', sorted(layout_names()))
@@ -151,19 +155,19 @@ def test_single_path_holds_no_other_path(paths, own, other):
 
 
 def test_config_errors_name_the_value():
-  with pytest.raises(ValueError, match="paths='st'"):
+  with pytest.raises(ValueError, match="mac_projection=True needs both paths, got paths='st'"):
     ModelConfig(paths='st')
   with pytest.raises(ValueError, match='fusion'):
     ModelConfig(fusion='attention')
   with pytest.raises(ValueError, match='unknown joint layout'):
     ModelConfig(layout='openpose99')
-  with pytest.raises(ValueError, match='num_heads'):
+  with pytest.raises(ValueError, match=r'width \(30\) must be divisible by num_heads \(4\)'):
     ModelConfig(width=30, num_heads=4)
   with pytest.raises(ValueError, match=r"unknown model config keys \['widht'\]"):
     ModelConfig.from_dict({'widht': 3})
   with pytest.raises(ValueError, match='lower_body'):
     ModelConfig(layout='openpose22', entities=('face', 'lower_body'))
-  with pytest.raises(ValueError, match='velocity_scale must be > 0, got 0'):
+  with pytest.raises(ValueError, match='velocity_scale must be a number > 0, got 0'):
     ModelConfig(velocity_scale=0)
   config = tiny_config()
   with pytest.raises(ValueError, match='at most 24'):
@@ -192,7 +196,7 @@ def test_velocity_features_are_scaled_frame_differences(scale):
 @nnx.jit
 def _grads(model, keypoints, mask, labels):
   def loss_fn(model):
-    logits, aux = model(keypoints, mask, rngs=nnx.Rngs(dropout=0))
+    logits, aux = model(keypoints, mask)
     return total_loss(logits, aux, labels, LossConfig())[0]
   return nnx.grad(loss_fn)(model)
 
@@ -201,7 +205,7 @@ def test_every_parameter_gets_a_gradient():
   """Finite everywhere; non-zero for every parameter array once the zero-initialised router
   output layer has taken one optimizer step (at step 0 it blocks the router's hidden layer)."""
   config = tiny_config(num_frames=12)
-  model = build(config)
+  model = build(config, train=True)
   keypoints, mask = random_inputs(config, batch=4)
   labels = jnp.array([0, 1, 2, 3])
   grads = _grads(model, keypoints, mask, labels)
@@ -221,17 +225,21 @@ def test_jit_and_functional_api_match_module():
   config = tiny_config()
   graphdef, state = init(jax.random.key(0), config)
   keypoints, mask = random_inputs(config)
-  jitted = jax.jit(apply, static_argnums=0)
+  jitted = jax.jit(apply, static_argnums=0, static_argnames='train')
   logits, aux = jitted(graphdef, state, keypoints, mask)
-  model = MicroDualNet(config, rngs=nnx.Rngs(params=jax.random.key(0)))
+  model = build(config)
+  model = MicroDualNet(config, rngs=nnx.Rngs(jax.random.key(0)))
+  model.eval()
   logits_m, _ = model(keypoints, mask)
   np.testing.assert_allclose(logits, logits_m, atol=1e-5)
-  # Dropout: a key makes training stochastic, the same key reproducible.
-  a, _ = jitted(graphdef, state, keypoints, mask, dropout_rng=jax.random.key(1))
-  b, _ = jitted(graphdef, state, keypoints, mask, dropout_rng=jax.random.key(1))
-  c, _ = jitted(graphdef, state, keypoints, mask, dropout_rng=jax.random.key(2))
+  # Training: a key makes dropout stochastic, the same key reproducible; apply stays pure.
+  a, _ = jitted(graphdef, state, keypoints, mask, train=True, dropout_rng=jax.random.key(1))
+  b, _ = jitted(graphdef, state, keypoints, mask, train=True, dropout_rng=jax.random.key(1))
+  c, _ = jitted(graphdef, state, keypoints, mask, train=True, dropout_rng=jax.random.key(2))
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, c) and not np.allclose(a, logits)
+  with pytest.raises(ValueError, match='dropout_rng'):
+    apply(graphdef, state, keypoints, mask, train=True)
   graphdef2, state2 = init(jax.random.key(0), dict(TINY))  # a plain dict works too
   assert jax.tree.structure(state2) == jax.tree.structure(state)
 
@@ -250,14 +258,14 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs():
 
 
 def test_linen_bridge_recipe_from_readme():
-  """The README's recipe for Linen users: wrap the NNX module with nnx.bridge.ToLinen."""
+  """Plain nnx.bridge.ToLinen inside a user's Linen module: same parameters, evaluation mode."""
   config = tiny_config()
 
   class LinenClassifier(linen.Module):
     @linen.compact
     def __call__(self, keypoints, frame_mask):
       logits, aux = bridge.ToLinen(MicroDualNet, args=(config,), skip_rng=False)(
-          keypoints, frame_mask)
+          keypoints, frame_mask, deterministic=True)
       return logits, aux['routing_weights']
 
   keypoints, mask = random_inputs(config)
@@ -266,6 +274,147 @@ def test_linen_bridge_recipe_from_readme():
   assert logits.shape == (3, 7) and weights.shape == (3, 5, 2)
   n_params = sum(x.size for x in jax.tree.leaves(variables['params']))
   assert n_params == sum(x.size for x in jax.tree.leaves(nnx.state(build(config), nnx.Param)))
+
+
+def test_dropout_follows_train_and_eval_in_nnx():
+  config = tiny_config(dropout=0.3)
+  model = build(config, train=True)
+  keypoints, mask = random_inputs(config)
+  a, _ = model(keypoints, mask)
+  b, _ = model(keypoints, mask)            # the held streams advance: a new mask
+  assert not np.allclose(a, b)
+  reference, _ = model(keypoints, mask, deterministic=True)
+  model.eval()
+  c, _ = model(keypoints, mask)
+  d, _ = model(keypoints, mask)
+  np.testing.assert_array_equal(c, d)
+  np.testing.assert_array_equal(c, reference)
+  model.train()
+  e, _ = model(keypoints, mask)
+  assert not np.allclose(e, c)
+  view, _ = nnx.view(model, deterministic=True)(keypoints, mask)
+  np.testing.assert_array_equal(view, reference)
+  # Built without any dropout stream: evaluation works, training says what is missing.
+  bare = MicroDualNet(config, rngs=nnx.Rngs(params=0))
+  with pytest.raises(ValueError, match='without a dropout RNG stream'):
+    bare(keypoints, mask)
+  bare.eval()
+  assert np.all(np.isfinite(bare(keypoints, mask)[0]))
+
+
+def test_dropout_follows_train_and_eval_through_the_linen_bridge():
+  config = tiny_config(dropout=0.3)
+  model = MicroDualNetLinen(config)
+  keypoints, mask = random_inputs(config)
+  variables = model.init(jax.random.key(0), keypoints, mask)
+  apply_fn = jax.jit(model.apply, static_argnames='train')
+  evaluated, _ = apply_fn(variables, keypoints, mask)
+  again, _ = apply_fn(variables, keypoints, mask)
+  np.testing.assert_array_equal(evaluated, again)
+  a, _ = apply_fn(variables, keypoints, mask, train=True, rngs={'dropout': jax.random.key(1)})
+  b, _ = apply_fn(variables, keypoints, mask, train=True, rngs={'dropout': jax.random.key(1)})
+  c, _ = apply_fn(variables, keypoints, mask, train=True, rngs={'dropout': jax.random.key(2)})
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c) and not np.allclose(a, evaluated)
+  with pytest.raises(ValueError, match="needs a 'dropout' RNG"):
+    model.apply(variables, keypoints, mask, train=True)
+  # The same parameters as the NNX model, and in evaluation mode the same outputs.
+  nnx_model = build(config)
+  nnx.update(nnx_model, nnx.State(variables['params']['model']))
+  np.testing.assert_allclose(nnx_model(keypoints, mask)[0], evaluated, atol=1e-6)
+
+
+def test_frame_mask_is_optional_and_a_single_clip_needs_no_batch_axis():
+  config = tiny_config()
+  model = build(config)
+  keypoints, mask = random_inputs(config)
+  logits, aux = model(keypoints, mask)
+  np.testing.assert_array_equal(model(keypoints)[0], logits)     # mask of ones
+  single, single_aux = model(keypoints[1])
+  np.testing.assert_allclose(single, logits[1], atol=1e-6)
+  assert single_aux['routing_weights'].shape == (5, 2)
+
+
+def test_a_nan_coordinate_with_zero_confidence_is_ignored():
+  config = tiny_config()
+  model = build(config)
+  keypoints, mask = random_inputs(config)
+  keypoints = np.array(keypoints)
+  keypoints[0, 3, 5, -1] = 0.0                  # joint 5 missing in frame 3 ...
+  zeroed = keypoints.copy()
+  zeroed[0, 3, 5, :-1] = 0.0
+  keypoints[0, 3, 5, :-1] = np.nan              # ... with NaN coordinates
+  logits, aux = model(jnp.asarray(keypoints), mask)
+  expected, expected_aux = model(jnp.asarray(zeroed), mask)
+  assert np.all(np.isfinite(logits))
+  np.testing.assert_array_equal(logits, expected)
+  np.testing.assert_array_equal(aux['routing_weights'], expected_aux['routing_weights'])
+  # A NaN confidence counts as missing too.
+  keypoints[0, 3, 5, -1] = np.nan
+  np.testing.assert_array_equal(model(jnp.asarray(keypoints), mask)[0], expected)
+
+
+def test_zero_frames_is_a_clear_error():
+  config = tiny_config()
+  with pytest.raises(ValueError, match='T = 0 frames'):
+    build(config)(jnp.zeros((2, 0, 22, 3)), jnp.zeros((2, 0)))
+
+
+@pytest.mark.parametrize('changes, message', [
+    (dict(width=0), 'width must be a positive integer, got 0'),
+    (dict(width=-3), 'width must be a positive integer, got -3'),
+    (dict(width=2.5), 'width must be a positive integer, got 2.5'),
+    (dict(width=31, num_heads=1), 'width must be even, got 31'),
+    (dict(num_heads=0), 'num_heads must be a positive integer, got 0'),
+    (dict(num_heads=-1), 'num_heads must be a positive integer, got -1'),
+    (dict(num_heads=3), r'width \(256\) must be divisible by num_heads \(3\)'),
+    (dict(mlp_ratio=0), 'mlp_ratio must be a positive integer, got 0'),
+    (dict(num_classes=2.5), 'num_classes must be an integer >= 2, got 2.5'),
+    (dict(num_classes=1), 'num_classes must be an integer >= 2, got 1'),
+    (dict(num_classes=True), 'num_classes must be an integer >= 2, got True'),
+    (dict(num_frames=0), 'num_frames must be a positive integer, got 0'),
+    (dict(spatial_layers=0), 'spatial_layers must be a positive integer, got 0'),
+    (dict(temporal_layers=-2), 'temporal_layers must be a positive integer, got -2'),
+    (dict(dropout=1.0), r'dropout must be a number in \[0, 1\), got 1.0'),
+    (dict(dropout=-0.1), r'dropout must be a number in \[0, 1\), got -0.1'),
+    (dict(router_temperature=0), 'router_temperature must be a number > 0, got 0'),
+    (dict(velocity_scale=-1.0), 'velocity_scale must be a number > 0, got -1.0'),
+    (dict(paths='both'), "paths must be one of \\('dual', 'st', 'ts'\\), got 'both'"),
+    (dict(fusion='attention'), "fusion must be one of .*, got 'attention'"),
+    (dict(dtype='float16'), "dtype must be one of .*, got 'float16'"),
+    (dict(global_token='yes'), "global_token must be True or False, got 'yes'"),
+    (dict(entities=()), 'entities must name at least one entity'),
+    (dict(entities='face'), "entities must be a sequence of entity names, got 'face'"),
+    (dict(paths='ts'), "mac_projection=True needs both paths, got paths='ts': set "
+                       "mac_projection=False"),
+])
+def test_each_invalid_model_config_value_is_named(changes, message):
+  with pytest.raises(ValueError, match='invalid model config: ' + message):
+    ModelConfig(**changes)
+
+
+def test_sub_modules_take_layout_names_and_a_few_numbers():
+  keypoints, mask = random_inputs(tiny_config())
+  embedding = EntityEmbedding('openpose22', None, 32, 24, rngs=nnx.Rngs(0))
+  tokens = embedding(keypoints, mask)
+  assert tokens.shape == (3, 12, 5, 32)
+  for axis in ('spatial', 'entity', 'temporal', 'time'):
+    branch = DualPathBranch(32, 4, first_axis=axis, spatial_layers=1, temporal_layers=1,
+                            rngs=nnx.Rngs(0))
+    assert branch(tokens, mask, deterministic=True).shape == tokens.shape
+  with pytest.raises(ValueError, match="first_axis must be one of .*, got 'diagonal'"):
+    DualPathBranch(32, 4, first_axis='diagonal', rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r'width \(30\) must be divisible by num_heads \(4\)'):
+    DualPathBranch(30, 4, first_axis='spatial', rngs=nnx.Rngs(0))
+  router = EntityRouter(5, 32, rngs=nnx.Rngs(0))
+  weights = router(tokens.mean(1), tokens.mean(1))
+  np.testing.assert_allclose(weights, 0.5)
+  with pytest.raises(ValueError, match='temperature must be a number > 0, got 0'):
+    EntityRouter(5, 32, temperature=0, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match='unknown joint layout'):
+    EntityEmbedding('openpose99', None, 32, 24, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match='rate must be a number in'):
+    Dropout(1.5)
 
 
 def test_default_model_parameter_count():

@@ -6,19 +6,18 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-import jax.numpy as jnp
-
-from micro_dualnet_jax.skeleton import get_layout
+from micro_dualnet_jax import validation as check
 from micro_dualnet_jax.config_utils import dataclass_kwargs
+from micro_dualnet_jax.skeleton import get_layout
 
 PATHS = ('dual', 'st', 'ts')
 FUSIONS = ('routing', 'static', 'mean')
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+DTYPES = ('float32', 'bfloat16')
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Micro-DualNet hyper-parameters (DESIGN.md Section 1; defaults are the paper's).
+  """Micro-DualNet hyper-parameters; the defaults are the paper's (docs/method.md).
 
   Attributes:
     layout: joint layout name (`micro_dualnet_jax.skeleton`), fixes V, the entities and C.
@@ -36,10 +35,12 @@ class ModelConfig:
       logits) | 'mean' (0.5 / 0.5).
     router_temperature: tau in softmax(R_k(.) / tau).
     global_token: whether the global token feeds the head.
-    mac_projection: whether the model holds the MAC projection (needed by the MAC loss).
+    mac_projection: whether the model holds the MAC projection (needed by the MAC loss; a run
+      config sets it from `loss.mac`).
     velocity_scale: factor on the frame-difference input features (EntityEmbedding), so that
       motion reaches the first layer at the scale of position.
-    dtype: compute dtype, 'float32' or 'bfloat16' (parameters stay float32).
+    dtype: compute dtype, 'float32' or 'bfloat16' (parameters, the loss and the optimizer stay
+      float32).
   """
   layout: str = 'openpose22'
   num_classes: int = 32
@@ -60,37 +61,45 @@ class ModelConfig:
   dtype: str = 'float32'
 
   def __post_init__(self):
-    layout = get_layout(self.layout)  # raises on an unknown layout
-    if self.entities is not None:
-      object.__setattr__(self, 'entities', tuple(self.entities))
-      layout.entity_index_table(self.entities)  # raises on unknown entities
-    checks = [
-        (self.num_classes >= 2, f'num_classes must be >= 2, got {self.num_classes}'),
-        (self.num_frames >= 1, f'num_frames must be >= 1, got {self.num_frames}'),
-        (self.width % self.num_heads == 0,
-         f'width {self.width} is not divisible by num_heads {self.num_heads}'),
-        (self.width % 2 == 0, f'width must be even, got {self.width}'),
-        (self.paths in PATHS, f'paths must be one of {PATHS}, got {self.paths!r}'),
-        (self.fusion in FUSIONS, f'fusion must be one of {FUSIONS}, got {self.fusion!r}'),
-        (0.0 <= self.dropout < 1.0, f'dropout must be in [0, 1), got {self.dropout}'),
-        (self.router_temperature > 0,
-         f'router_temperature must be > 0, got {self.router_temperature}'),
-        (self.spatial_layers >= 1 and self.temporal_layers >= 1,
-         'spatial_layers and temporal_layers must be >= 1'),
-        (self.velocity_scale > 0, f'velocity_scale must be > 0, got {self.velocity_scale}'),
-        (self.dtype in DTYPES, f'dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}'),
-        (not (self.mac_projection and self.paths != 'dual'),
-         f'the MAC projection needs both paths (paths={self.paths!r}); set mac to none'),
-    ]
-    for ok, message in checks:
-      if not ok:
-        raise ValueError(f'invalid model config: {message}')
+    with check.section('model config'):
+      if not isinstance(self.layout, str):
+        raise ValueError(f'layout must be a layout name, got {self.layout!r}')
+      layout = get_layout(self.layout)  # raises on an unknown layout, naming the known ones
+      if self.entities is not None:
+        if isinstance(self.entities, str):
+          raise ValueError(f'entities must be a sequence of entity names, got {self.entities!r}')
+        object.__setattr__(self, 'entities', tuple(self.entities))
+        if not self.entities:
+          raise ValueError('entities must name at least one entity (None: all of them)')
+        layout.entity_index_table(self.entities)  # raises on unknown entities
+      check.integer('num_classes', self.num_classes, minimum=2)
+      check.positive_int('num_frames', self.num_frames)
+      check.positive_int('width', self.width)
+      check.positive_int('num_heads', self.num_heads)
+      if self.width % 2:
+        raise ValueError(f'width must be even, got {self.width}')
+      check.divisible('width', self.width, 'num_heads', self.num_heads)
+      check.positive_int('spatial_layers', self.spatial_layers)
+      check.positive_int('temporal_layers', self.temporal_layers)
+      check.positive_int('mlp_ratio', self.mlp_ratio)
+      check.number_in('dropout', self.dropout, 0.0, 1.0, high_open=True)
+      check.one_of('paths', self.paths, PATHS)
+      check.one_of('fusion', self.fusion, FUSIONS)
+      check.positive('router_temperature', self.router_temperature)
+      check.boolean('global_token', self.global_token)
+      check.boolean('mac_projection', self.mac_projection)
+      check.positive('velocity_scale', self.velocity_scale)
+      check.one_of('dtype', self.dtype, DTYPES)
+      if self.mac_projection and self.paths != 'dual':
+        raise ValueError(
+            f'mac_projection=True needs both paths, got paths={self.paths!r}: set '
+            "mac_projection=False (in a run config, loss.mac='none')")
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> 'ModelConfig':
     """Builds from a dict or `ml_collections.ConfigDict`; unknown keys are refused by name."""
     values = dataclass_kwargs(cls, values, 'model config keys')
-    if values.get('entities') is not None:
+    if isinstance(values.get('entities'), list):
       values['entities'] = tuple(values['entities'])
     return cls(**values)
 
@@ -112,4 +121,5 @@ class ModelConfig:
 
   @property
   def compute_dtype(self):
-    return DTYPES[self.dtype]
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[self.dtype]

@@ -1,4 +1,4 @@
-"""Entity embedding and global token (DESIGN.md Section 1, items 1-2).
+"""Entity embedding and global token (docs/method.md, "Entity tokens" and "Global token").
 
 Inputs everywhere: keypoints (B, T, V, C_in) with C_in = C (coordinates only) or C + 1 (last
 channel is the joint confidence / visibility; 0 marks a missing joint), frame_mask (B, T) with 1
@@ -12,8 +12,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from micro_dualnet_jax import validation as check
 from micro_dualnet_jax.models.transformer import token_dense
-from micro_dualnet_jax.skeleton import Layout
+from micro_dualnet_jax.skeleton import Layout, get_layout
+
+
+def as_layout(layout: Layout | str) -> Layout:
+  """A registered layout name or a `Layout` -> the `Layout`."""
+  if isinstance(layout, Layout):
+    return layout
+  if isinstance(layout, str):
+    return get_layout(layout)
+  raise TypeError(f'layout must be a layout name or a Layout, got {type(layout).__name__}')
 
 
 def split_keypoints(keypoints: jax.Array, frame_mask: jax.Array,
@@ -27,7 +37,8 @@ def split_keypoints(keypoints: jax.Array, frame_mask: jax.Array,
 
   Returns:
     coords (B, T, V, C) with missing joints zeroed, confidence (B, T, V) and visibility (B, T, V)
-    in {0, 1}: joint present and frame real.
+    in {0, 1}: joint present and frame real. A joint with confidence 0 (or a NaN confidence) is
+    missing whatever its coordinates hold, NaN included: they are replaced, not multiplied by 0.
   """
   channels = keypoints.shape[-1]
   if channels not in (coord_dims, coord_dims + 1):
@@ -36,11 +47,14 @@ def split_keypoints(keypoints: jax.Array, frame_mask: jax.Array,
         f'expected {coord_dims} (no confidence) or {coord_dims + 1} (confidence last)')
   frame = frame_mask.astype(keypoints.dtype)[:, :, None]
   if channels == coord_dims + 1:
-    confidence = keypoints[..., coord_dims] * frame
+    confidence = keypoints[..., coord_dims]
+    present = (confidence > 0) & (frame > 0)
+    confidence = jnp.where(present, confidence, 0.0)
   else:
-    confidence = jnp.broadcast_to(frame, keypoints.shape[:3])
-  visibility = (confidence > 0).astype(keypoints.dtype)
-  coords = keypoints[..., :coord_dims] * visibility[..., None]
+    present = jnp.broadcast_to(frame > 0, keypoints.shape[:3])
+    confidence = present.astype(keypoints.dtype)
+  visibility = present.astype(keypoints.dtype)
+  coords = jnp.where(present[..., None], keypoints[..., :coord_dims], 0.0)
   return coords, confidence, visibility
 
 
@@ -59,6 +73,9 @@ class PerEntityLinear(nnx.Module):
 
   def __init__(self, num_entities: int, in_features: int, out_features: int, *,
                dtype=jnp.float32, zero_init: bool = False, rngs: nnx.Rngs):
+    for name, value in (('num_entities', num_entities), ('in_features', in_features),
+                        ('out_features', out_features)):
+      check.positive_int(name, value)
     init = (nnx.initializers.zeros if zero_init else
             nnx.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal', in_axis=1,
                                               out_axis=2, batch_axis=(0,)))
@@ -83,11 +100,25 @@ class EntityEmbedding(nnx.Module):
   rest-pose motion classes of the synthetic set stay near chance (README.md, Measured results).
   The J * (3C + 1) features go through a per-entity MLP (PerEntityLinear, GELU, PerEntityLinear);
   a learned entity embedding (K, D) and temporal position embedding (T, D) are added.
+
+  Args:
+    layout: a `Layout` or a registered layout name.
+    entity_names: the entities to embed (None: all of the layout's, canonical order).
+    width: D.
+    max_frames: the largest T accepted (length of the position embedding).
+    velocity_scale: s above.
+    dtype: compute dtype (parameters stay float32).
+    rngs: parameter initialisation.
   """
 
-  def __init__(self, layout: Layout, entity_names: tuple[str, ...], width: int,
+  def __init__(self, layout: Layout | str, entity_names: tuple[str, ...] | None, width: int,
                max_frames: int, *, velocity_scale: float = 10.0, dtype=jnp.float32,
                rngs: nnx.Rngs):
+    layout = as_layout(layout)
+    check.positive_int('width', width)
+    check.positive_int('max_frames', max_frames)
+    check.positive('velocity_scale', velocity_scale)
+    entity_names = tuple(entity_names or layout.entity_names)
     index, joint_mask = layout.entity_index_table(entity_names)
     # Static gather tables (hashable tuples, so they live in the graphdef, not the state).
     self.entity_index = tuple(map(tuple, index.tolist()))          # (K, J)
@@ -126,6 +157,8 @@ class EntityEmbedding(nnx.Module):
   def __call__(self, keypoints: jax.Array, frame_mask: jax.Array) -> jax.Array:
     """(B, T, V, C_in), (B, T) -> X (B, T, K, D)."""
     num_frames = keypoints.shape[1]
+    if num_frames == 0:
+      raise ValueError('keypoints have T = 0 frames; the model needs at least one frame')
     if num_frames > self.position_embedding.shape[0]:
       raise ValueError(f'input has {num_frames} frames; the model was built for at most '
                        f'{self.position_embedding.shape[0]} (model num_frames)')
@@ -142,7 +175,9 @@ class GlobalToken(nnx.Module):
   confidence of all V joints (the skeleton stand-in for the paper's global CNN feature).
   """
 
-  def __init__(self, layout: Layout, width: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, layout: Layout | str, width: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    layout = as_layout(layout)
+    check.positive_int('width', width)
     self.coord_dims = layout.coord_dims
     self.center_joints = tuple(layout.center_joints)
     in_features = layout.num_joints * (layout.coord_dims + 1)

@@ -1,4 +1,4 @@
-"""Entity-level fusion of the two paths (DESIGN.md Section 1, item 5).
+"""Entity-level fusion of the two paths (docs/method.md, "Entity-level routing").
 
 Every fusion returns weights (B, K, 2) = [a_st, a_ts] with a_st + a_ts = 1 per entity.
 """
@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from micro_dualnet_jax import validation as check
+from micro_dualnet_jax.models.config import FUSIONS
 from micro_dualnet_jax.models.embedding import PerEntityLinear
 
 
@@ -19,7 +21,13 @@ class EntityRouter(nnx.Module):
   Its output layer starts at zero, so every entity starts at exactly 0.5 / 0.5.
   """
 
-  def __init__(self, num_entities: int, width: int, temperature: float, *, rngs: nnx.Rngs):
+  def __init__(self, num_entities: int, width: int, temperature: float = 1.0, *,
+               rngs: nnx.Rngs):
+    check.positive_int('num_entities', num_entities)
+    check.positive_int('width', width)
+    if width < 2:
+      raise ValueError(f'width must be >= 2 (the hidden layer is width // 2), got {width}')
+    check.positive('temperature', temperature)
     self.hidden = PerEntityLinear(num_entities, 2 * width, width // 2, rngs=rngs)
     self.logits = PerEntityLinear(num_entities, width // 2, 2, zero_init=True, rngs=rngs)
     self.temperature = temperature
@@ -34,7 +42,9 @@ class EntityRouter(nnx.Module):
 class StaticRouter(nnx.Module):
   """Input-independent routing: learned per-entity logits (K, 2), zero-initialised."""
 
-  def __init__(self, num_entities: int, temperature: float):
+  def __init__(self, num_entities: int, temperature: float = 1.0):
+    check.positive_int('num_entities', num_entities)
+    check.positive('temperature', temperature)
     self.logits = nnx.Param(jnp.zeros((num_entities, 2)))
     self.temperature = temperature
 
@@ -52,11 +62,11 @@ class MeanFusion(nnx.Module):
 
 def make_fusion(kind: str, num_entities: int, width: int, temperature: float, *,
                 rngs: nnx.Rngs) -> nnx.Module:
-  """'routing' | 'static' | 'mean' -> the fusion module."""
+  """'routing' | 'static' | 'mean' -> the fusion module (its weights: (B, K, 2))."""
   if kind == 'routing':
     return EntityRouter(num_entities, width, temperature, rngs=rngs)
   if kind == 'static':
     return StaticRouter(num_entities, temperature)
   if kind == 'mean':
     return MeanFusion()
-  raise ValueError(f'unknown fusion {kind!r}; expected routing, static or mean')
+  raise ValueError(f'fusion must be one of {FUSIONS}, got {kind!r}')

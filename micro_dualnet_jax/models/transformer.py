@@ -1,10 +1,16 @@
-"""Pre-LN transformer stacks over entity tokens (DESIGN.md Section 1, item 3).
+"""Pre-LN transformer stacks over entity tokens (docs/method.md, "Spatial-T and Temporal-T").
 
 Tokens stay in one (B, T, K, D) layout for both kinds of attention; `axis` picks what a token
 attends over:
   * 'entity' (Spatial-T): the K entity tokens of the same frame;
   * 'time' (Temporal-T): the T frames of the same entity, with a key mask for padded frames.
 Keeping one layout means the ST and TS paths never transpose the token tensor between stacks.
+
+Dropout follows the NNX conventions: `model.train()` / `model.eval()` (or
+`nnx.view(model, deterministic=...)`) switch it, and each dropout layer draws its masks from an
+RNG stream it holds (forked from the 'dropout' stream, else the 'default' one, of the `nnx.Rngs`
+the module was built with). Every `__call__` also takes `deterministic=` to override the mode
+for that call.
 """
 
 from __future__ import annotations
@@ -14,7 +20,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from micro_dualnet_jax import validation as check
+
 AXES = ('entity', 'time')
+# The paper's names for the two attention axes, accepted wherever an axis is named.
+AXIS_ALIASES = {'entity': 'entity', 'spatial': 'entity', 'time': 'time', 'temporal': 'time'}
+
+
+def attention_axis(axis: str, name: str = 'axis') -> str:
+  """'entity' | 'spatial' -> 'entity', 'time' | 'temporal' -> 'time'; anything else raises."""
+  if axis not in AXIS_ALIASES:
+    raise ValueError(f'{name} must be one of {sorted(AXIS_ALIASES)}, got {axis!r}')
+  return AXIS_ALIASES[axis]
 
 
 def token_dense(layer: nnx.Linear, x: jax.Array) -> jax.Array:
@@ -45,32 +62,76 @@ def dropout_keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> ja
   return x >= jnp.uint32(min(int(rate * 2.0 ** 32), 2 ** 32 - 1))
 
 
+def _dropout_stream(rngs: nnx.Rngs | nnx.RngStream | None) -> nnx.RngStream | None:
+  """A new stream tagged 'dropout', keyed by one draw from rngs' 'dropout' stream (else its
+  'default' one); None when rngs has neither. The tag lets `nnx.reseed(model, dropout=key)`
+  reseed every dropout layer of a model."""
+  if rngs is None:
+    return None
+  if isinstance(rngs, nnx.Rngs):
+    try:
+      rngs = rngs['dropout']
+    except (KeyError, AttributeError):
+      return None
+  if not isinstance(rngs, nnx.RngStream):
+    raise TypeError(f'rngs must be an nnx.Rngs or nnx.RngStream, got {type(rngs).__name__}')
+  return nnx.RngStream(rngs(), tag='dropout')
+
+
 class Dropout(nnx.Module):
-  """Inverted dropout; active only when called with `rngs` (which supplies the 'dropout' key)."""
+  """Inverted dropout with hashed masks (`dropout_keep_mask`), in NNX train/eval style.
 
-  def __init__(self, rate: float):
-    self.rate = rate
+  Args:
+    rate: the probability of dropping an element.
+    rngs: where the layer's own RNG stream is forked from ('dropout', else 'default'); needed
+      only to run in training mode with rate > 0.
+    deterministic: the initial mode (False: training, as every NNX module starts).
+  """
 
-  def __call__(self, x: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
-    if rngs is None or self.rate == 0.0:
+  def __init__(self, rate: float, *, rngs: nnx.Rngs | nnx.RngStream | None = None,
+               deterministic: bool = False):
+    check.number_in('rate', rate, 0.0, 1.0, high_open=True)
+    self.rate = float(rate)
+    self.deterministic = bool(deterministic)
+    self.rngs = nnx.data(_dropout_stream(rngs) if self.rate > 0 else None)
+
+  def __call__(self, x: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
+    deterministic = self.deterministic if deterministic is None else deterministic
+    if deterministic or self.rate == 0.0:
       return x
-    keep = dropout_keep_mask(rngs.dropout(), x.shape, self.rate)
+    if self.rngs is None:
+      raise ValueError(
+          'dropout is in training mode but this module was built without a dropout RNG '
+          "stream: build it with rngs=nnx.Rngs(params=..., dropout=...) (or nnx.Rngs(seed)), "
+          'or call model.eval() to run without dropout')
+    keep = dropout_keep_mask(self.rngs(), x.shape, self.rate)
     return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros((), x.dtype)).astype(x.dtype)
+
+  def set_view(self, deterministic: bool | None = None):
+    """Used by `nnx.view(model, deterministic=...)`."""
+    if deterministic is not None:
+      self.deterministic = deterministic
 
 
 class Attention(nnx.Module):
-  """Multi-head self-attention along one token axis, with a fused q/k/v projection."""
+  """Multi-head self-attention along one token axis, with a fused q/k/v projection.
+
+  (B, T, K, D) -> (B, T, K, D); axis 'entity' (or 'spatial') attends over K, 'time' (or
+  'temporal') over T with padded frames masked out as keys.
+  """
 
   def __init__(self, width: int, num_heads: int, axis: str, *, dropout: float = 0.0,
                dtype=jnp.float32, rngs: nnx.Rngs):
-    if axis not in AXES:
-      raise ValueError(f'attention axis must be one of {AXES}, got {axis!r}')
-    self.axis, self.num_heads = axis, num_heads
+    check.positive_int('width', width)
+    check.positive_int('num_heads', num_heads)
+    check.divisible('width', width, 'num_heads', num_heads)
+    self.axis, self.num_heads = attention_axis(axis), num_heads
     self.qkv = nnx.Linear(width, 3 * width, dtype=dtype, rngs=rngs)
     self.out = nnx.Linear(width, width, dtype=dtype, rngs=rngs)
-    self.attn_dropout = Dropout(dropout)
+    self.attn_dropout = Dropout(dropout, rngs=rngs)
 
-  def __call__(self, x: jax.Array, frame_mask: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
+  def __call__(self, x: jax.Array, frame_mask: jax.Array, *,
+               deterministic: bool | None = None) -> jax.Array:
     """x (B, T, K, D), frame_mask (B, T) -> (B, T, K, D)."""
     b, t, k, d = x.shape
     h = self.num_heads
@@ -83,7 +144,7 @@ class Attention(nnx.Module):
       key_mask = frame_mask.astype(bool)[:, None, None, None, :]    # (B, 1, 1, 1, T)
       scores = jnp.where(key_mask, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-    probs = self.attn_dropout(probs, rngs)
+    probs = self.attn_dropout(probs, deterministic=deterministic)
     if self.axis == 'entity':
       y = jnp.einsum('bthqs,btshc->btqhc', probs, v)
     else:
@@ -96,49 +157,58 @@ class MLP(nnx.Module):
 
   def __init__(self, width: int, hidden: int, out_features: int | None = None, *,
                dropout: float = 0.0, dtype=jnp.float32, rngs: nnx.Rngs):
+    check.positive_int('width', width)
+    check.positive_int('hidden', hidden)
+    if out_features is not None:
+      check.positive_int('out_features', out_features)
     self.fc1 = nnx.Linear(width, hidden, dtype=dtype, rngs=rngs)
     self.fc2 = nnx.Linear(hidden, out_features or width, dtype=dtype, rngs=rngs)
-    self.dropout = Dropout(dropout)
+    self.dropout = Dropout(dropout, rngs=rngs)
 
-  def __call__(self, x: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
+  def __call__(self, x: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
     h = jax.nn.gelu(token_dense(self.fc1, x))
-    return token_dense(self.fc2, self.dropout(h, rngs))
+    return token_dense(self.fc2, self.dropout(h, deterministic=deterministic))
 
 
 class EncoderLayer(nnx.Module):
   """Pre-LN layer: x + Drop(Attn(LN(x))), then x + Drop(MLP(LN(x)))."""
 
   def __init__(self, width: int, num_heads: int, mlp_ratio: int, axis: str, *,
-               dropout: float, dtype=jnp.float32, rngs: nnx.Rngs):
+               dropout: float = 0.0, dtype=jnp.float32, rngs: nnx.Rngs):
+    check.positive_int('mlp_ratio', mlp_ratio)
     self.norm1 = nnx.LayerNorm(width, epsilon=1e-5, rngs=rngs)
     self.attention = Attention(width, num_heads, axis, dropout=dropout, dtype=dtype, rngs=rngs)
     self.norm2 = nnx.LayerNorm(width, epsilon=1e-5, rngs=rngs)
     self.mlp = MLP(width, mlp_ratio * width, dropout=dropout, dtype=dtype, rngs=rngs)
-    self.dropout = Dropout(dropout)
+    self.dropout = Dropout(dropout, rngs=rngs)
 
-  def __call__(self, x: jax.Array, frame_mask: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
+  def __call__(self, x: jax.Array, frame_mask: jax.Array, *,
+               deterministic: bool | None = None) -> jax.Array:
     dtype = x.dtype
-    h = self.attention(self.norm1(x).astype(dtype), frame_mask, rngs)
-    x = x + self.dropout(h, rngs)
-    h = self.mlp(self.norm2(x).astype(dtype), rngs)
-    return x + self.dropout(h, rngs)
+    h = self.attention(self.norm1(x).astype(dtype), frame_mask, deterministic=deterministic)
+    x = x + self.dropout(h, deterministic=deterministic)
+    h = self.mlp(self.norm2(x).astype(dtype), deterministic=deterministic)
+    return x + self.dropout(h, deterministic=deterministic)
 
 
 class TransformerStack(nnx.Module):
   """`num_layers` encoder layers with their own weights, all attending along `axis`.
 
-  axis='entity' is the paper's Spatial-T, axis='time' its Temporal-T. (B, T, K, D) in and out.
+  axis='entity' (or 'spatial') is the paper's Spatial-T, axis='time' (or 'temporal') its
+  Temporal-T. (B, T, K, D) and frame_mask (B, T) in, (B, T, K, D) out.
   """
 
   def __init__(self, width: int, num_heads: int, mlp_ratio: int, num_layers: int, axis: str, *,
-               dropout: float, dtype=jnp.float32, rngs: nnx.Rngs):
-    self.axis = axis
+               dropout: float = 0.0, dtype=jnp.float32, rngs: nnx.Rngs):
+    check.positive_int('num_layers', num_layers)
+    self.axis = attention_axis(axis)
     self.layers = nnx.List([
-        EncoderLayer(width, num_heads, mlp_ratio, axis, dropout=dropout, dtype=dtype, rngs=rngs)
+        EncoderLayer(width, num_heads, mlp_ratio, self.axis, dropout=dropout, dtype=dtype,
+                     rngs=rngs)
         for _ in range(num_layers)])
 
-  def __call__(self, x: jax.Array, frame_mask: jax.Array,
-               rngs: nnx.Rngs | None = None) -> jax.Array:
+  def __call__(self, x: jax.Array, frame_mask: jax.Array, *,
+               deterministic: bool | None = None) -> jax.Array:
     for layer in self.layers:
-      x = layer(x, frame_mask, rngs)
+      x = layer(x, frame_mask, deterministic=deterministic)
     return x
