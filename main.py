@@ -1,11 +1,13 @@
-"""Micro-DualNet: train, evaluate, prepare data.
+"""Micro-DualNet: train, evaluate, predict, export, ensemble, prepare data.
 
   python main.py --config=configs/synthetic.py --workdir=/tmp/mdn_synthetic
-  python main.py --mode=eval --config=configs/synthetic.py --workdir=/tmp/mdn_synthetic
+  python main.py --mode=eval --workdir=/tmp/mdn_synthetic
   python main.py --mode=prepare --config=configs/imigue.py --config.data.manual_dir=<dir>
   python main.py --mode=ensemble --config=configs/nwucla.py --workdir=<out> --input=<run_a>,<run_b>
 
-Any config value can be overridden: --config.model.width=128 --config.loss.mac=none.
+Any config value can be overridden: --config.model.width=128 --config.loss.mac=none. A bad config
+(a missing file, an unknown key, a bad value) is one line on stderr and exit status 2, before
+anything is written.
 """
 
 from micro_dualnet_jax import hostenv
@@ -33,12 +35,29 @@ flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'eval: the best chec
                   'config.best_metric) or the latest one (the final step of a finished run).')
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, with the config file loaded and its overrides applied here: a missing
+  file, an unknown key or a bad value is one line and exit status 2, not a traceback."""
+  try:
+    remaining = FLAGS(argv)
+    FLAGS.config.to_dict()   # a file that failed to load raises here, not in the middle of a run
+  except Exception as error:  # pylint: disable=broad-except
+    message = str(error).replace('\\n', '\n').replace("\\'", "'")
+    if 'earlier failure to load: ' in message:
+      message = message.split('earlier failure to load: ', 1)[1]
+    lines = [line.strip() for line in message.strip('\'"').splitlines() if line.strip()]
+    where = '' if isinstance(error, flags.Error) and 'config' not in message else '--config: '
+    cli.fail(f'{where}{" ".join(lines)[:500]}')
+  return remaining
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    cli.fail(f'unexpected arguments: {argv[1:]}')
   cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, input_path=FLAGS.input,
-          output_dir=FLAGS.output, checkpoint=FLAGS.checkpoint)
+          output_dir=FLAGS.output, checkpoint=FLAGS.checkpoint,
+          config_given=FLAGS['config'].present > 0)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -32,7 +32,7 @@ if __name__ == '__main__':
   hostenv.reexec_with_tuned_malloc()  # train as main.py does
 
 from configs import synthetic as synthetic_config  # pylint: disable=wrong-import-position
-from micro_dualnet_jax import report, train  # pylint: disable=wrong-import-position
+from micro_dualnet_jax import report, steps, train  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.data import synthetic  # pylint: disable=wrong-import-position
 
 VARIANTS = {
@@ -100,7 +100,7 @@ def main() -> None:
           'seed': seed, 'top1': summary['final']['top1'], 'wall_s': round(time.time() - start),
           **type_accuracy(predictions, outputs['labels'])})
       if name == 'dual_routing_mac' and seed == seeds[0]:
-        entities = list(train.model_config(config).entity_names)
+        entities = list(steps.model_config(config).entity_names)
         routing_rows = defining_entity_routing(outputs['routing_weights'], outputs['labels'],
                                                entities)
         report.plot_routing_weights(

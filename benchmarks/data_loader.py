@@ -44,7 +44,7 @@ from ml_collections import config_flags
 
 import common  # pylint: disable=g-bad-import-order
 from configs import default as default_config
-from micro_dualnet_jax import sharding, train
+from micro_dualnet_jax import sharding, steps
 from micro_dualnet_jax.data import augment, datasets
 from micro_dualnet_jax.skeleton import get_layout
 
@@ -127,7 +127,7 @@ def bench_loader(config: ml_collections.ConfigDict, source, batches: int) -> dic
 
   # Host + to_global + jitted train_inputs (the augmentation half of the train step).
   layout = get_layout(config.model.layout)
-  aug_cfg = train.augment_config(config)
+  aug_cfg = steps.augment_config(config)
   batch_sharding = sharding.batch_sharding(mesh)
   aug = jax.jit(lambda batch, key: augment.train_inputs(batch, key, layout, aug_cfg))
   it = loader.train_batches(0)
@@ -159,9 +159,9 @@ def bench_loop(config: ml_collections.ConfigDict, source, seconds: float,
   mesh = sharding.make_mesh()
   batch_size = int(config.batch_size)
   loader = datasets.make_loader(config, source, batch_size, 'train')
-  tx, _ = train.make_optimizer(config, 100_000)
-  graphdef, state = train.create_train_state(config, tx, mesh)
-  step = train.make_train_step(graphdef, tx, config, mesh)
+  tx, _ = steps.make_optimizer(config.optim, 100_000)
+  graphdef, state = steps.create_train_state(config, tx, mesh)
+  step = steps.make_train_step(graphdef, tx, config, mesh)
   batch_sharding = sharding.batch_sharding(mesh)
   fixed = sharding.to_global(loader._batch(  # pylint: disable=protected-access
       loader.train_indices(0), np.ones(batch_size, np.float32)), batch_sharding, batch_size)

@@ -29,7 +29,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs import default, synthetic as synthetic_config  # pylint: disable=wrong-import-position
-from micro_dualnet_jax import predict, sharding, train  # pylint: disable=wrong-import-position
+from micro_dualnet_jax import inference, predict, sharding, steps, timeline  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.data import synthetic  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -48,15 +48,17 @@ def recording(layout: str, frames: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def measure(name: str, config, num_windows: int, batch_size: int) -> dict:
-  tx, _ = train.make_optimizer(config, 1)
+  tx, _ = steps.make_optimizer(config.optim, 1)
   mesh = sharding.make_mesh()
-  graphdef, state = train.create_train_state(config, tx, mesh)
-  predictor = predict.Predictor(config, graphdef, state, batch_size=batch_size, mesh=mesh)
+  graphdef, state = steps.create_train_state(config, tx, mesh)
+  model = inference.RestoredModel(graphdef, state['params'], state['model_state'], 0, config,
+                                  'latest')
+  predictor = inference.Predictor(model, batch_size=batch_size, mesh=mesh)
   options = predict.PredictOptions().resolved(config)
   window, stride = options.window, options.stride
   frames = window + stride * (num_windows + predictor.batch_size)
   keypoints, confidence = recording(config.model.layout, frames)
-  starts = predict.window_starts(len(keypoints), window, stride)
+  starts = timeline.window_starts(len(keypoints), window, stride)
 
   t0 = time.perf_counter()
   predictor.run(keypoints, confidence, starts[:predictor.batch_size], window)

@@ -1,7 +1,7 @@
 """Training- and inference-step benchmark of the real jitted steps (issue 7, measurement side).
 
-Runs `train.make_train_step` (on-device augmentation, forward/backward, AdamW) and
-`train.make_eval_step` on synthetic batches of the loader's shapes and prints one JSON object:
+Runs `steps.make_train_step` (on-device augmentation, forward/backward, AdamW) and
+`steps.make_eval_step` on synthetic batches of the loader's shapes and prints one JSON object:
 compile time, steady samples/s, XLA's FLOPs per sample, achieved FLOP/s against the practical
 peak (a large fp32 jnp.dot measured in the same run) and the nominal peak (cores x clock x vector
 width), peak host memory, eval batch-1 latency and large-batch throughput; per compute dtype.
@@ -45,7 +45,7 @@ from flax import nnx
 from ml_collections import config_flags
 
 import common  # pylint: disable=g-bad-import-order
-from micro_dualnet_jax import sharding, train
+from micro_dualnet_jax import sharding, steps
 from micro_dualnet_jax.data import augment
 from micro_dualnet_jax.models import transformer
 from micro_dualnet_jax.skeleton import get_layout
@@ -87,12 +87,12 @@ def _host_batch(config: ml_collections.ConfigDict, batch_size: int, seed: int = 
 
 def bench_train(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, peak_gflops: float,
                 steps: int, warmup: int, profile: bool) -> dict[str, Any]:
-  """Compile time, steady throughput and FLOP/s of `train.make_train_step` at config's batch."""
+  """Compile time, steady throughput and FLOP/s of `steps.make_train_step` at config's batch."""
   batch_size = int(config.batch_size)
   sharding.check_batch_size(batch_size, mesh)
-  tx, _ = train.make_optimizer(config, 100_000)
-  graphdef, state = train.create_train_state(config, tx, mesh)
-  step = train.make_train_step(graphdef, tx, config, mesh)
+  tx, _ = steps.make_optimizer(config.optim, 100_000)
+  graphdef, state = steps.create_train_state(config, tx, mesh)
+  step = steps.make_train_step(graphdef, tx, config, mesh)
   batch = sharding.to_global(_host_batch(config, batch_size), sharding.batch_sharding(mesh),
                              batch_size)
   start = time.perf_counter()
@@ -145,10 +145,10 @@ def bench_train(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, peak
 
 def bench_eval(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, peak_gflops: float,
                eval_batch: int, repeats: int, latency_repeats: int) -> dict[str, Any]:
-  """Large-batch throughput and batch-1 latency of `train.make_eval_step`."""
-  tx, _ = train.make_optimizer(config, 1)
-  graphdef, state = train.create_train_state(config, tx, mesh)
-  eval_step = train.make_eval_step(graphdef, config, mesh)
+  """Large-batch throughput and batch-1 latency of `steps.make_eval_step`."""
+  tx, _ = steps.make_optimizer(config.optim, 1)
+  graphdef, state = steps.create_train_state(config, tx, mesh)
+  eval_step = steps.make_eval_step(graphdef, config, mesh)
   out: dict[str, Any] = {}
   for name, batch_size, n in (('large_batch', eval_batch, repeats),
                               ('batch1', 1, latency_repeats)):
@@ -333,8 +333,10 @@ def components(config: ml_collections.ConfigDict, peak: float) -> dict[str, Any]
     xin = rand(b, t, k, d, dt=jnp.float32)
 
     def layer_loss(p, x, drop_key, lg=lg, lr=lr):
-      rngs = nnx.Rngs(dropout=drop_key) if drop_key is not None else None
-      return jnp.sum(nnx.merge(lg, p, lr)(x, mask, rngs).astype(jnp.float32))
+      model = nnx.merge(lg, p, jax.tree.map(lambda v: v, lr))
+      if drop_key is not None:
+        nnx.reseed(model, dropout=drop_key)
+      return jnp.sum(model(x, mask, deterministic=drop_key is None).astype(jnp.float32))
 
     grad = jax.grad(layer_loss, argnums=(0, 1))
     out[f'encoder_layer_{axis}_fwd_bwd_dropout'] = _bench_fn(
@@ -387,7 +389,7 @@ def components(config: ml_collections.ConfigDict, peak: float) -> dict[str, Any]
 
   # On-device augmentation alone (train_inputs under jit).
   layout_ = get_layout(m.layout)
-  aug = train.augment_config(config)
+  aug = steps.augment_config(config)
   host = _host_batch(config, b)
   dev = {kk_: jnp.asarray(vv) for kk_, vv in host.items()}
   out['augment_train_inputs'] = _bench_fn(

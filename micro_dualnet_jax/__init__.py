@@ -1,21 +1,40 @@
 """Micro-DualNet in JAX/Flax: dual-path spatio-temporal skeleton micro-action recognition.
 
-    from micro_dualnet_jax import MicroDualNet, ModelConfig, get_layout
+    from micro_dualnet_jax import MicroDualNet, ModelConfig
+    model = MicroDualNet(ModelConfig(layout='openpose22', num_classes=32), rngs=nnx.Rngs(0))
+
+    from micro_dualnet_jax import Predictor            # a trained work directory
+    predictor = Predictor.from_workdir('runs/imigue')
 
 The names below load on first use, so `import micro_dualnet_jax.hostenv` (or the data readers)
-does not pull in jax.
+does not pull in jax. docs/api.md describes each of them.
 """
 
 import importlib
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 _EXPORTS = {
+    # the model and its pieces
+    'MicroDualNet': 'models', 'MicroDualNetLinen': 'models', 'ModelConfig': 'models', 'apply': 'models', 'init': 'models',
+    'EntityEmbedding': 'models', 'GlobalToken': 'models', 'DualPathBranch': 'models',
+    'TransformerStack': 'models', 'Attention': 'models', 'Dropout': 'models',
+    'EntityRouter': 'models', 'StaticRouter': 'models', 'MeanFusion': 'models',
+    'make_fusion': 'models', 'PerEntityLinear': 'models',
+    # losses
     'LossConfig': 'losses', 'cross_entropy': 'losses', 'mac_infonce': 'losses',
     'total_loss': 'losses',
-    'MicroDualNet': 'models', 'ModelConfig': 'models', 'apply': 'models', 'init': 'models',
+    # layouts
     'Layout': 'skeleton', 'get_layout': 'skeleton', 'layout_names': 'skeleton',
-    'register_layout': 'skeleton',
+    'register_layout': 'skeleton', 'unregister_layout': 'skeleton',
+    # input pipeline
+    'AugmentConfig': 'data.augment', 'train_inputs': 'data.augment',
+    'eval_inputs': 'data.augment',
+    # training pieces for an own loop
+    'OptimConfig': 'steps', 'make_optimizer': 'steps', 'make_train_step': 'steps',
+    'make_eval_step': 'steps',
+    # a trained run
+    'Predictor': 'inference', 'restore_model': 'inference', 'RunDir': 'rundir',
 }
 
 __all__ = sorted(_EXPORTS)

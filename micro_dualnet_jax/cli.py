@@ -12,16 +12,29 @@ from absl import logging
 MODES = ('train', 'eval', 'prepare', 'predict', 'export', 'ensemble')
 
 
+def fail(message: str) -> None:
+  """A user error: one line on stderr, exit status 2."""
+  print(f'error: {message}', file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
 def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
         input_path: str | None = None, output_dir: str | None = None,
-        checkpoint: str = 'best') -> None:
-  """Runs `mode`; user errors (bad data, bad config, bad work directory) exit with a message."""
+        checkpoint: str = 'best', config_given: bool = True) -> None:
+  """Runs `mode`; user errors (bad data, bad config, bad work directory) exit 2 with one line.
+
+  config_given: whether --config was on the command line. eval, predict and export read the
+  model from the run's config.json; a config given explicitly is compared with it, and eval
+  takes its evaluation settings (test_time, eval split, data_dir, eval_batch_size) from it.
+  """
   # Imported here so `--help` and flag errors stay fast.
   from micro_dualnet_jax import train  # pylint: disable=g-import-not-at-top
   from micro_dualnet_jax.data import prepare  # pylint: disable=g-import-not-at-top
   from micro_dualnet_jax.data.clip import DataFormatError  # pylint: disable=g-import-not-at-top
 
-  logging.set_verbosity(logging.WARNING)
+  # Library warnings (TFDS on every dataset it opens) would bury the run's own output; what a
+  # user must see is printed.
+  logging.set_verbosity(logging.ERROR)
   try:
     if mode == 'prepare':
       d = config.data
@@ -34,16 +47,18 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
     if mode == 'train':
       train.train_and_evaluate(config, workdir)
     elif mode == 'eval':
+      from micro_dualnet_jax import evaluate  # pylint: disable=g-import-not-at-top
       if checkpoint not in ('best', 'latest'):
         raise ValueError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}")
-      print(json.dumps(train.evaluate_workdir(config, workdir, use_best=checkpoint == 'best',
-                                              output_dir=output_dir)), flush=True)
+      print(json.dumps(evaluate.evaluate_workdir(
+          workdir, config if config_given else None, checkpoint=checkpoint,
+          output_dir=output_dir)), flush=True)
     elif mode == 'predict':
       from micro_dualnet_jax import predict  # pylint: disable=g-import-not-at-top
-      predict.run_predict(config, workdir, input_path, output_dir)
+      predict.run_predict(config if config_given else None, workdir, input_path, output_dir)
     elif mode == 'export':
       from micro_dualnet_jax import export  # pylint: disable=g-import-not-at-top
-      export.run_export(config, workdir, output_dir)
+      export.run_export(config if config_given else None, workdir, output_dir)
     elif mode == 'ensemble':
       from micro_dualnet_jax import ensemble  # pylint: disable=g-import-not-at-top
       from micro_dualnet_jax.data import datasets  # pylint: disable=g-import-not-at-top
@@ -52,5 +67,4 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
           class_names=datasets.class_names(config.data.name))
       print(json.dumps(summary), flush=True)
   except (DataFormatError, prepare.DatasetNotFoundError, train.TrainingError, ValueError) as error:
-    print(f'error: {error}', file=sys.stderr, flush=True)
-    sys.exit(2)
+    fail(str(error))

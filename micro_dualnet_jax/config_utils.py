@@ -19,3 +19,9 @@ def dataclass_kwargs(cls: type, values: Mapping[str, Any] | Any, what: str) -> d
   if unknown:
     raise ValueError(f'unknown {what} {unknown}; known: {sorted(known)}')
   return values
+
+
+def field_defaults(cls: type, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+  """{field: default} of a config dataclass: configs/default.py builds its sections from these,
+  so every default lives in its dataclass."""
+  return {f.name: f.default for f in dataclasses.fields(cls) if f.name not in exclude}

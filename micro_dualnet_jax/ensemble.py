@@ -6,8 +6,10 @@ the members' softmax probabilities,
 
     p_n = sum_m w_m softmax(logits_{m,n}) / sum_m w_m,
 
-as multi-stream skeleton models report it (DATA_FORMATS.md Section 5). Members must have scored
-the same clips of the same split with the same labels; anything else is refused by name.
+as multi-stream skeleton models report it. Members must have scored the same clips of the same
+split with the same labels; anything else is refused by name. A member is a run directory (a
+seed folder `seed_<s>/` of a run of several seeds is one too); an unlabelled split (a withheld
+test set) gets the submission file and no metrics.
 
   python main.py --mode=ensemble --config=configs/nwucla.py --workdir=<out> \
       --input=<run_joint>,<run_bone>,<run_joint_motion>=0.5,<run_bone_motion>=0.5
@@ -24,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from micro_dualnet_jax import metrics as metrics_lib
-
-OUTPUTS_FILE = 'eval_outputs.npz'
+from micro_dualnet_jax import submission
+from micro_dualnet_jax.rundir import EVAL_OUTPUTS_FILE as OUTPUTS_FILE
+from micro_dualnet_jax.rundir import RunDir
 
 
 @dataclasses.dataclass
@@ -59,6 +62,9 @@ def parse_members(spec: str) -> list[tuple[str, float]]:
 
 def load_run(workdir: str, weight: float = 1.0) -> RunScores:
   """Reads `workdir/eval_outputs.npz`; errors name the file and what is missing."""
+  run = RunDir(workdir)
+  if run.exists():
+    run.require_single_run('ensemble')
   path = os.path.join(workdir, OUTPUTS_FILE)
   if not os.path.exists(path):
     raise ValueError(f'{path} not found: train or --mode=eval the run first')
@@ -118,31 +124,31 @@ def per_class_accuracy(confusion: np.ndarray, class_names: Sequence[str]) -> dic
 def run_ensemble(members: Sequence[tuple[str, float]], output_dir: str, *, dataset: str,
                  class_names: Sequence[str]) -> dict[str, Any]:
   """Combines the members' eval outputs, writes ensemble.json, predictions.csv (and the
-  dataset's submission file) to `output_dir`, and returns the ensemble.json content."""
+  dataset's submission file and its zip) to `output_dir`, and returns the ensemble.json
+  content."""
   runs = [load_run(workdir, weight) for workdir, weight in members]
   probs, labels, clip_ids = combine(runs)
-  score_fn = metrics_lib.ma52_metrics if dataset == 'ma52' else metrics_lib.classification_metrics
-  result = score_fn(probs, labels)
+  labelled = bool((labels >= 0).all())
   member_rows = []
   for run in runs:
-    single = metrics_lib.classification_metrics(run.logits, run.labels)
-    member_rows.append({'workdir': os.path.abspath(run.workdir), 'weight': run.weight,
-                        'top1': single['top1'], 'top5': single['top5']})
-  summary = {
+    row = {'workdir': os.path.abspath(run.workdir), 'weight': run.weight}
+    if labelled:
+      single = metrics_lib.classification_metrics(run.logits, run.labels)
+      row.update(top1=single['top1'], top5=single['top5'])
+    member_rows.append(row)
+  summary: dict[str, Any] = {
       'members': member_rows, 'eval_split': runs[0].eval_split, 'num_clips': int(len(labels)),
-      'rule': 'weighted mean of softmax probabilities',
-      'ensemble': metrics_lib.scalar_metrics(result),
-      'per_class_accuracy': per_class_accuracy(result['confusion_matrix'], class_names),
+      'rule': 'weighted mean of softmax probabilities', 'labelled': labelled,
   }
+  if labelled:
+    score_fn = (metrics_lib.ma52_metrics if dataset == 'ma52'
+                else metrics_lib.classification_metrics)
+    result = score_fn(probs, labels)
+    summary['ensemble'] = metrics_lib.scalar_metrics(result)
+    summary['per_class_accuracy'] = per_class_accuracy(result['confusion_matrix'], class_names)
   os.makedirs(output_dir, exist_ok=True)
-  metrics_lib.write_predictions_csv(os.path.join(output_dir, 'predictions.csv'), list(clip_ids),
-                                    probs, labels=labels)
-  if dataset == 'imigue':
-    metrics_lib.write_imigue_submission(os.path.join(output_dir, 'Submission.csv'),
-                                        list(clip_ids), probs)
-  if dataset == 'ma52':
-    metrics_lib.write_ma52_submission(os.path.join(output_dir, 'prediction.csv'),
-                                      list(clip_ids), probs)
+  submission.write_run_outputs(dataset, output_dir, list(clip_ids), probs,
+                               labels if labelled else None)
   with open(os.path.join(output_dir, 'ensemble.json'), 'w') as f:
     json.dump(summary, f, indent=2)
   return summary

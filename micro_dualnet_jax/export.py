@@ -3,8 +3,8 @@
     python main.py --mode=export --config=configs/synthetic.py --workdir=<trained run> \
         [--output=<folder>]        # default <workdir>/export
 
-The model is rebuilt from `<workdir>/config.json` (see `predict.load_run_config`) and its best
-(else latest) checkpoint. The output folder holds:
+The model is rebuilt from `<workdir>/config.json` and the parameters of its best (else latest)
+checkpoint (`inference.restore_model`). The output folder holds:
 
   model.jaxexport     the evaluation forward pass: keypoints (B, T, V, C + 1) and frame_mask
                       (B, T) -> {'logits' (B, N), 'routing_weights' (B, K, 2)}, i.e. the model
@@ -135,10 +135,10 @@ def _lower(fn: Callable[..., Any], *specs: Any) -> jax.export.Exported:
 def preprocessing_settings(config: Any) -> dict[str, Any]:
   """What a user must do to raw pose data to feed `model.jaxexport` (and what the pipeline
   artifact does itself), from the trained run's config."""
-  from micro_dualnet_jax import predict, train  # pylint: disable=g-import-not-at-top
+  from micro_dualnet_jax import predict, steps  # pylint: disable=g-import-not-at-top
   from micro_dualnet_jax.skeleton import get_layout  # pylint: disable=g-import-not-at-top
   layout = get_layout(config.model.layout)
-  aug = train.augment_config(config)
+  aug = steps.augment_config(config)
   return {
       'layout': layout.name,
       'joint_names': list(layout.joint_names),
@@ -147,7 +147,7 @@ def preprocessing_settings(config: Any) -> dict[str, Any]:
       'parents': list(layout.parents),
       'center_joints': list(layout.center_joints),
       'scale_pair': list(layout.scale_pair),
-      'entity_names': list(train.model_config(config).entity_names),
+      'entity_names': list(steps.model_config(config).entity_names),
       'num_frames': aug.num_frames,
       'normalize': aug.normalize,
       'align_yaw': aug.align_yaw,
@@ -193,22 +193,27 @@ def export_workdir(config: Any, workdir: str, output_dir: str | None = None, *,
   Returns:
     The manifest (also written to manifest.json).
   """
-  # Training code is needed to export, not to load: imported here, not at module level.
+  # The model code is needed to export, not to load: imported here, not at module level.
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from micro_dualnet_jax import predict, sharding, train  # pylint: disable=g-import-not-at-top
+  from micro_dualnet_jax import inference, rundir  # pylint: disable=g-import-not-at-top
 
-  run_config = predict.load_run_config(workdir, config)
-  mesh = sharding.make_mesh(jax.devices()[:1])
-  graphdef, state, step = predict.restore_state(run_config, workdir, mesh, use_best)
-  weights = (state['params'], state['rest'])
+  run = rundir.RunDir(workdir)
+  run.require_single_run('export')
+  run_config = inference.run_config(run, config)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',))
+  model = inference.restore_model(run, which='best' if use_best else 'latest', mesh=mesh,
+                                  config=run_config)
+  step = model.step
+  weights = (model.params, model.model_state)
   leaves, treedef = jax.tree.flatten(weights)
   leaves = [np.asarray(x) for x in leaves]
-  predictor = predict.Predictor(run_config, graphdef, state, step=step, mesh=mesh)
-  forward = predict.window_forward(graphdef, predictor.layout, predictor.aug)
+  predictor = inference.Predictor(model, mesh=mesh)
+  graphdef = model.graphdef
+  forward = inference.window_forward(graphdef, predictor.layout, predictor.aug)
 
   def model_fn(params, keypoints, frame_mask):
     p, r = jax.tree.unflatten(treedef, params)
-    logits, aux = nnx.merge(graphdef, p, r)(keypoints, frame_mask)
+    logits, aux = nnx.merge(graphdef, p, r)(keypoints, frame_mask, deterministic=True)
     return {'logits': logits, 'routing_weights': aux['routing_weights']}
 
   def pipeline_fn(params, keypoints, confidence, num_frames):

@@ -1,4 +1,4 @@
-"""Training losses (DESIGN.md Section 1, item 7).
+"""Training losses (docs/method.md, "Training objective").
 
   total = CE(logits, labels; label smoothing) + lambda * MAC(z_st, z_ts)
 
@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from micro_dualnet_jax import validation as check
 from micro_dualnet_jax.config_utils import dataclass_kwargs
 
 MAC_KINDS = ('infonce', 'none')
@@ -29,14 +30,11 @@ class LossConfig:
   mac_temperature: float = 0.1
 
   def __post_init__(self):
-    if self.mac not in MAC_KINDS:
-      raise ValueError(f'invalid loss config: mac must be one of {MAC_KINDS}, got {self.mac!r}')
-    if not 0.0 <= self.label_smoothing < 1.0:
-      raise ValueError(f'invalid loss config: label_smoothing must be in [0, 1), got '
-                       f'{self.label_smoothing}')
-    if self.mac_temperature <= 0:
-      raise ValueError(f'invalid loss config: mac_temperature must be > 0, got '
-                       f'{self.mac_temperature}')
+    with check.section('loss config'):
+      check.number_in('label_smoothing', self.label_smoothing, 0.0, 1.0, high_open=True)
+      check.one_of('mac', self.mac, MAC_KINDS)
+      check.non_negative('mac_weight', self.mac_weight)
+      check.positive('mac_temperature', self.mac_temperature)
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> 'LossConfig':

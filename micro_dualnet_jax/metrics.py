@@ -1,9 +1,9 @@
-"""Evaluation metrics and challenge submission files (host side, numpy).
+"""Evaluation metrics (host side, numpy); the files they go into are in `submission.py`.
 
 Everything here runs on the accumulated scores and labels of a whole evaluation, on the host:
 gather the global arrays first (e.g. `jax.experimental.multihost_utils.process_allgather`).
 
-Conventions (DATA_FORMATS.md Sections 1 and 2):
+Conventions (docs/data_formats.md):
 
 * Scores are (N, C) logits or probabilities; rankings are the same for both. Classes are ranked
   by descending score, ties broken by the lower class index (so top-1 equals `np.argmax`).
@@ -15,46 +15,25 @@ Conventions (DATA_FORMATS.md Sections 1 and 2):
   (scikit-learn's `balanced_accuracy_score`).
 * A mask (N,) of 0/1 drops padded samples (the padding of the last partial evaluation batch)
   exactly; labels and scores of masked samples are not inspected, so padding may carry any label.
-* MA-52 body labels are always derived from action labels through `MA52_BODY_GROUPS`.
+* MA-52 body labels are always derived from action labels through `MA52_ACTION_TO_BODY`
+  (`data/ma52_classes.py`).
 """
 
 from __future__ import annotations
 
-import csv
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-# MA-52 body-level groups (DATA_FORMATS.md Section 2): (name, first action, last action), inclusive.
-# The body label of action a is the index of the group whose range holds a.
-MA52_BODY_GROUPS: tuple[tuple[str, int, int], ...] = (
-    ('body', 0, 4),
-    ('head', 5, 10),
-    ('upper_limb', 11, 23),
-    ('lower_limb', 24, 31),
-    ('body_hand', 32, 37),
-    ('head_hand', 38, 47),
-    ('leg_hand', 48, 51),
-)
-MA52_NUM_ACTIONS = 52
-MA52_NUM_BODY = len(MA52_BODY_GROUPS)
-MA52_BODY_NAMES: tuple[str, ...] = tuple(name for name, _, _ in MA52_BODY_GROUPS)
+from micro_dualnet_jax.data.ma52_classes import (MA52_ACTION_TO_BODY, MA52_BODY_GROUPS,
+                                                 NUM_BODY_CLASSES, NUM_CLASSES)
 
-
-def _build_action_to_body() -> np.ndarray:
-  table = np.full((MA52_NUM_ACTIONS,), -1, np.int64)
-  for body, (name, first, last) in enumerate(MA52_BODY_GROUPS):
-    table[first:last + 1] = body
-  if (table < 0).any():
-    raise ValueError(f'MA52_BODY_GROUPS leaves actions {np.flatnonzero(table < 0)} without a group')
-  return table
-
-
-_MA52_ACTION_TO_BODY = _build_action_to_body()
+MA52_NUM_ACTIONS = NUM_CLASSES
+MA52_NUM_BODY = NUM_BODY_CLASSES
+MA52_BODY_NAMES: tuple[str, ...] = MA52_BODY_GROUPS
 # (52, 7) one-hot membership: action probabilities @ this = body-group probabilities.
-_MA52_MEMBERSHIP = np.eye(MA52_NUM_BODY, dtype=np.float64)[_MA52_ACTION_TO_BODY]
+_MA52_MEMBERSHIP = np.eye(MA52_NUM_BODY, dtype=np.float64)[MA52_ACTION_TO_BODY]
 
 SUBMISSION_TOPK = 5
 
@@ -62,7 +41,7 @@ SUBMISSION_TOPK = 5
 # ----------------------------------------------------------------------------- input checks
 
 
-def _check_scores(scores: Any, name: str = 'scores') -> np.ndarray:
+def check_scores(scores: Any, name: str = 'scores') -> np.ndarray:
   scores = np.asarray(scores)
   if scores.ndim != 2 or scores.shape[0] == 0 or scores.shape[1] == 0:
     raise ValueError(f'{name} must be a non-empty (N, C) array, got shape {scores.shape}')
@@ -71,7 +50,7 @@ def _check_scores(scores: Any, name: str = 'scores') -> np.ndarray:
   return scores
 
 
-def _check_labels(labels: Any, n: int, name: str = 'labels') -> np.ndarray:
+def check_labels(labels: Any, n: int, name: str = 'labels') -> np.ndarray:
   labels = np.asarray(labels)
   if labels.shape != (n,):
     raise ValueError(f'{name} must have shape ({n},), got {labels.shape}')
@@ -80,7 +59,7 @@ def _check_labels(labels: Any, n: int, name: str = 'labels') -> np.ndarray:
   return labels.astype(np.int64)
 
 
-def _check_mask(mask: Any, n: int) -> np.ndarray:
+def check_mask(mask: Any, n: int) -> np.ndarray:
   """Returns a boolean (n,) keep-mask; None keeps every sample."""
   if mask is None:
     return np.ones((n,), bool)
@@ -93,7 +72,7 @@ def _check_mask(mask: Any, n: int) -> np.ndarray:
   return mask.astype(bool)
 
 
-def _check_in_range(labels: np.ndarray, num_classes: int, name: str = 'labels') -> None:
+def check_in_range(labels: np.ndarray, num_classes: int, name: str = 'labels') -> None:
   bad = (labels < 0) | (labels >= num_classes)
   if bad.any():
     raise ValueError(
@@ -101,25 +80,25 @@ def _check_in_range(labels: np.ndarray, num_classes: int, name: str = 'labels') 
         f'(first at sample {int(np.flatnonzero(bad)[0])})')
 
 
-def _check_finite(scores: np.ndarray, name: str = 'scores') -> None:
+def check_finite(scores: np.ndarray, name: str = 'scores') -> None:
   if np.issubdtype(scores.dtype, np.floating) and not np.isfinite(scores).all():
     row = int(np.flatnonzero(~np.isfinite(scores).all(axis=1))[0])
     raise ValueError(f'{name} hold non-finite values (first at sample {row}: {scores[row][:5]}...)')
 
 
-def _check_topk(topk: Sequence[int]) -> tuple[int, ...]:
+def check_topk(topk: Sequence[int]) -> tuple[int, ...]:
   topk = tuple(topk)
   if not topk or any(not isinstance(k, (int, np.integer)) or k < 1 for k in topk):
     raise ValueError(f'topk must be a non-empty sequence of positive ints, got {topk}')
   return tuple(int(k) for k in topk)
 
 
-def _check_probabilities(probs: Any, num_classes: int | None = None) -> np.ndarray:
+def check_probabilities(probs: Any, num_classes: int | None = None) -> np.ndarray:
   """(N, C) rows of non-negative values summing to 1 (softmax outputs), as float64."""
-  probs = _check_scores(probs, 'probs').astype(np.float64)
+  probs = check_scores(probs, 'probs').astype(np.float64)
   if num_classes is not None and probs.shape[1] != num_classes:
     raise ValueError(f'probs must have {num_classes} columns, got shape {probs.shape}')
-  _check_finite(probs, 'probs')
+  check_finite(probs, 'probs')
   sums = probs.sum(axis=1)
   # Loose tolerance: bfloat16 softmax outputs are off by up to ~1e-2 per row.
   bad = (probs < 0).any(axis=1) | (np.abs(sums - 1.0) > 2e-2)
@@ -131,7 +110,7 @@ def _check_probabilities(probs: Any, num_classes: int | None = None) -> np.ndarr
   return probs
 
 
-def _check_ids(clip_ids: Sequence[str], n: int) -> list[str]:
+def check_ids(clip_ids: Sequence[str], n: int) -> list[str]:
   clip_ids = [str(c) for c in clip_ids]
   if len(clip_ids) != n:
     raise ValueError(f'got {len(clip_ids)} clip ids for {n} rows of scores')
@@ -157,7 +136,7 @@ def topk_indices(scores: Any, k: int) -> np.ndarray:
 
   Ties go to the lower class index, so column 0 equals `np.argmax(scores, axis=1)`.
   """
-  scores = _check_scores(scores)
+  scores = check_scores(scores)
   if k < 1:
     raise ValueError(f'k must be >= 1, got {k}')
   order = np.argsort(-scores.astype(np.float64), axis=1, kind='stable')
@@ -230,7 +209,7 @@ def action_to_body(actions: Any) -> np.ndarray:
   bad = (actions < 0) | (actions >= MA52_NUM_ACTIONS)
   if bad.any():
     raise ValueError(f'MA-52 actions must lie in [0, {MA52_NUM_ACTIONS}), got {np.unique(actions[bad])[:5]}')
-  return _MA52_ACTION_TO_BODY[actions]
+  return MA52_ACTION_TO_BODY[actions]
 
 
 def body_confusion(action_cm: np.ndarray) -> np.ndarray:
@@ -261,24 +240,6 @@ def ma52_body_metrics(action_metrics: Mapping[str, Any]) -> dict[str, Any]:
   }
 
 
-def ma52_body_topk(probs: Any, k: int = SUBMISSION_TOPK) -> np.ndarray:
-  """Ranked MA-52 body groups for the submission: (N, 52) probabilities -> (N, min(k, 7)).
-
-  Rank 1 is the group of the top-1 action, so the body top-1 the server scores always equals the
-  body label derived from the action prediction (the rule of DATA_FORMATS.md Section 2). The other
-  groups follow by descending summed action probability, P(group) = sum of P(action in group);
-  ties go to the lower group index. Each group appears once.
-  """
-  probs = _check_probabilities(probs, MA52_NUM_ACTIONS)
-  if k < 1:
-    raise ValueError(f'k must be >= 1, got {k}')
-  group_probs = probs @ _MA52_MEMBERSHIP  # (N, 7)
-  first = _MA52_ACTION_TO_BODY[topk_indices(probs, 1)[:, 0]]
-  # Lift the top-1 action's group above every other, keep the rest in summed-probability order.
-  group_probs[np.arange(len(first)), first] = np.inf
-  return topk_indices(group_probs, k)
-
-
 # ----------------------------------------------------------------------------- metric entry points
 
 
@@ -299,7 +260,7 @@ class MetricAccumulator:
     if ma52 and num_classes != MA52_NUM_ACTIONS:
       raise ValueError(f'ma52=True needs num_classes={MA52_NUM_ACTIONS}, got {num_classes}')
     self.num_classes = int(num_classes)
-    self.topk = _check_topk(topk)
+    self.topk = check_topk(topk)
     self.ma52 = ma52
     self.reset()
 
@@ -309,16 +270,16 @@ class MetricAccumulator:
 
   def update(self, scores: Any, labels: Any, mask: Any | None = None) -> None:
     """Adds one batch: scores (B, C), labels (B,) ints, mask (B,) 0/1 or None (all valid)."""
-    scores = _check_scores(scores)
+    scores = check_scores(scores)
     if scores.shape[1] != self.num_classes:
       raise ValueError(f'scores must have {self.num_classes} classes, got shape {scores.shape}')
-    labels = _check_labels(labels, scores.shape[0])
-    keep = _check_mask(mask, scores.shape[0])
+    labels = check_labels(labels, scores.shape[0])
+    keep = check_mask(mask, scores.shape[0])
     scores, labels = scores[keep], labels[keep]
     if not len(labels):
       return
-    _check_in_range(labels, self.num_classes)
-    _check_finite(scores)
+    check_in_range(labels, self.num_classes)
+    check_finite(scores)
     ranked = topk_indices(scores, max(self.topk))
     # Position of the label in the ranking (ranked width if absent).
     match = ranked == labels[:, None]
@@ -349,7 +310,7 @@ def classification_metrics(scores: Any, labels: Any, *, mask: Any | None = None,
     {'num_samples': int, 'top1', 'top5' (one per k), 'mean_class_accuracy', 'f1_micro',
     'f1_macro': float percent, 'confusion_matrix': (C, C) int64}.
   """
-  scores = _check_scores(scores)
+  scores = check_scores(scores)
   acc = MetricAccumulator(scores.shape[1], topk=topk)
   acc.update(scores, labels, mask)
   return acc.compute()
@@ -358,7 +319,7 @@ def classification_metrics(scores: Any, labels: Any, *, mask: Any | None = None,
 def ma52_metrics(scores: Any, labels: Any, *, mask: Any | None = None,
                  topk: Sequence[int] = (1, 5)) -> dict[str, Any]:
   """MA-52 official metrics: `classification_metrics` plus `ma52_body_metrics` (scores (N, 52))."""
-  scores = _check_scores(scores)
+  scores = check_scores(scores)
   if scores.shape[1] != MA52_NUM_ACTIONS:
     raise ValueError(f'MA-52 scores must have {MA52_NUM_ACTIONS} classes, got shape {scores.shape}')
   acc = MetricAccumulator(MA52_NUM_ACTIONS, topk=topk, ma52=True)
@@ -391,84 +352,3 @@ def format_metrics_table(metrics: Mapping[str, Any], title: str | None = None) -
   lines += [f'{"metric":<{width_k}}   {"value":>{width_v}}', rule]
   lines += [f'{k:<{width_k}}   {v:>{width_v}}' for k, v in rows]
   return '\n'.join(lines)
-
-
-# ----------------------------------------------------------------------------- submission files
-
-
-def _write_rows(path: str | os.PathLike, header: Sequence[str] | None,
-                rows: Sequence[Sequence[Any]]) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'w', newline='') as f:
-    writer = csv.writer(f, lineterminator='\n')
-    if header is not None:
-      writer.writerow(header)
-    writer.writerows(rows)
-
-
-def write_imigue_submission(path: str | os.PathLike, clip_names: Sequence[str],
-                            scores: Any) -> None:
-  """iMiGUE challenge `Submission.csv`: no header, lines `<clip_name>,<predicted_class>`.
-
-  Args:
-    path: output file.
-    clip_names: N clip names (`<video>_<k>`, e.g. '0187_0'), in the order to write.
-    scores: (N, C) logits or probabilities; the predicted class is the 0-based top-1 index
-      (0..31, DATA_FORMATS.md Section 1).
-  """
-  scores = _check_scores(scores)
-  _check_finite(scores)
-  names = _check_ids(clip_names, scores.shape[0])
-  preds = topk_indices(scores, 1)[:, 0]
-  _write_rows(path, None, [(name, int(p)) for name, p in zip(names, preds)])
-
-
-def write_ma52_submission(path: str | os.PathLike, clip_ids: Sequence[str], probs: Any) -> None:
-  """MA-52 benchmark `prediction.csv`: header `vid,action_pred_1..5,body_pred_1..5`.
-
-  Args:
-    path: output file (the server wants it zipped as prediction.zip; zipping is left to the caller).
-    clip_ids: N video file names exactly as in test_list_videos.txt (e.g. 'test0000.mp4'), in
-      test-list order.
-    probs: (N, 52) action probabilities (softmax outputs). Body ranks: `ma52_body_topk`.
-  """
-  probs = _check_probabilities(probs, MA52_NUM_ACTIONS)
-  ids = _check_ids(clip_ids, probs.shape[0])
-  actions = topk_indices(probs, SUBMISSION_TOPK)
-  bodies = ma52_body_topk(probs, SUBMISSION_TOPK)
-  header = (['vid'] + [f'action_pred_{i + 1}' for i in range(SUBMISSION_TOPK)]
-            + [f'body_pred_{i + 1}' for i in range(SUBMISSION_TOPK)])
-  rows = [[vid, *map(int, a), *map(int, b)] for vid, a, b in zip(ids, actions, bodies)]
-  _write_rows(path, header, rows)
-
-
-def write_predictions_csv(path: str | os.PathLike, clip_ids: Sequence[str], probs: Any,
-                          labels: Any | None = None, k: int = SUBMISSION_TOPK) -> None:
-  """Generic per-clip predictions with a header.
-
-  Columns: clip_id, label (empty when labels is None), pred, then for i = 1..min(k, C):
-  top{i}, top{i}_prob. Probabilities are written with 6 decimals.
-
-  Args:
-    path: output file.
-    clip_ids: N clip ids.
-    probs: (N, C) class probabilities (softmax outputs).
-    labels: optional (N,) true labels in [0, C).
-  """
-  probs = _check_probabilities(probs)
-  ids = _check_ids(clip_ids, probs.shape[0])
-  if labels is not None:
-    labels = _check_labels(labels, probs.shape[0])
-    _check_in_range(labels, probs.shape[1])
-  ranked = topk_indices(probs, k)
-  top_probs = np.take_along_axis(probs, ranked, axis=1)
-  header = ['clip_id', 'label', 'pred']
-  for i in range(ranked.shape[1]):
-    header += [f'top{i + 1}', f'top{i + 1}_prob']
-  rows = []
-  for n, clip_id in enumerate(ids):
-    row: list[Any] = [clip_id, '' if labels is None else int(labels[n]), int(ranked[n, 0])]
-    for c, p in zip(ranked[n], top_probs[n]):
-      row += [int(c), f'{p:.6f}']
-    rows.append(row)
-  _write_rows(path, header, rows)

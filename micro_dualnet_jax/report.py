@@ -1,8 +1,9 @@
-"""PNG reports: training curves, confusion matrices and the entity routing weights.
+"""Figures: training curves, confusion matrices, the entity routing weights, the timeline of a
+long recording and an animated clip.
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot: no
-display, no global figure state, safe to call from a training loop (DESIGN.md Section 2, "plots as
-PNG"). Every function writes one PNG and returns its path.
+display, no global figure state, safe to call from a training loop. Every function writes one
+file (PNG; GIF for `render_clip`) and returns its path.
 """
 
 from __future__ import annotations
@@ -13,8 +14,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.animation import PillowWriter
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from micro_dualnet_jax.skeleton import Layout, get_layout
+from micro_dualnet_jax.timeline import label_name
 
 _DPI = 110
 
@@ -194,7 +202,7 @@ def class_routing_means(st_share: np.ndarray, labels: np.ndarray, num_classes: i
 
 def plot_routing_weights(weights: Any, entity_names: Sequence[str], out_png: str | os.PathLike,
                          class_names: Sequence[str] | None = None, labels: Any | None = None) -> str:
-  """Which body part prefers which path (DESIGN.md Section 1, step 5).
+  """Which body part prefers which path (docs/method.md, "Entity-level routing").
 
   Args:
     weights: routing weights [a_st, a_ts], per sample (N, K, 2) or already averaged (K, 2).
@@ -266,3 +274,152 @@ def plot_routing_weights(weights: Any, entity_names: Sequence[str], out_png: str
                   color='white' if abs(v - 0.5) > 0.3 else 'black')
     ax_map.set_title('ST share per class (blank: no samples)')
   return _save(fig, out_png)
+
+
+# ----------------------------------------------------------------------------- long recordings and clips
+
+
+def _class_colors(num_classes: int) -> np.ndarray:
+  cmap = colormaps['tab20' if num_classes <= 20 else 'turbo']
+  return cmap(np.linspace(0, 1, num_classes) if num_classes > 20 else np.arange(num_classes))
+
+
+def plot_timeline(out_png: str | os.PathLike[str], labels: np.ndarray, starts: np.ndarray,
+                  ends: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray,
+                  routing: np.ndarray, class_names: Sequence[str], entity_names: Sequence[str],
+                  fps: float, title: str = '') -> str:
+  """Timeline PNG: the smoothed per-frame actions ('no person' grey), each window's top-1
+  probability, and each entity's ST routing share over time.
+
+  Args:
+    labels: (T,) smoothed frame labels (NO_PERSON_LABEL for no person).
+    starts, ends: (W,) window frames [start, end).
+    probabilities: (W, N); predicted: (W,) bool; routing: (W, K, 2).
+  """
+  colors = _class_colors(len(class_names))
+  seconds = len(labels) / fps
+  fig = _new_figure(12.0, 7.0)
+  ax_band, ax_prob, ax_route = fig.subplots(3, 1, sharex=True, height_ratios=(1.0, 1.6, 1.6))
+  grey = np.array([[0.82, 0.82, 0.82, 1.0]])
+  band = np.where(labels < 0, 0, labels + 1)[None]
+  ax_band.imshow(band, aspect='auto', interpolation='nearest', extent=(0, seconds, 0, 1),
+                 cmap=ListedColormap(np.concatenate([grey, colors])), vmin=0,
+                 vmax=len(class_names))
+  ax_band.set_yticks([])
+  present = sorted(set(int(x) for x in np.unique(labels)))
+  handles = [Patch(color=grey[0] if c < 0 else colors[c], label=label_name(c, class_names))
+             for c in present]
+  ax_band.legend(handles=handles, fontsize=7, loc='upper left', bbox_to_anchor=(1.0, 1.0),
+                 ncol=1 + len(handles) // 12)
+  ax_band.set_title(f'{title + ": " if title else ""}smoothed micro-action timeline')
+  centres = (starts + ends) / 2.0 / fps
+  top1 = np.argmax(probabilities, axis=1)
+  for c in np.unique(top1[predicted]):
+    rows = predicted & (top1 == c)
+    ax_prob.scatter(centres[rows], probabilities[rows, c], s=10, color=colors[c])
+  ax_prob.set_ylim(0.0, 1.05)
+  ax_prob.set_ylabel('window top-1 prob.')
+  ax_prob.grid(alpha=0.3)
+  for k, entity in enumerate(entity_names):
+    ax_route.plot(centres, routing[:, k, 0], linewidth=1.0, label=entity)
+  ax_route.axhline(0.5, color='black', linewidth=0.8, linestyle='--')
+  ax_route.set_ylim(0.0, 1.0)
+  ax_route.set_ylabel('ST share (1 = spatial first)')
+  ax_route.set_xlabel('time (s)')
+  ax_route.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.0, 1.0))
+  ax_route.grid(alpha=0.3)
+  return _save(fig, out_png)
+
+
+def _joint_entities(layout: Layout, entity_names: Sequence[str]) -> np.ndarray:
+  """(V,) the entity index drawn for each joint (-1: none); hands win over the head and torso."""
+  owner = np.full(layout.num_joints, -1)
+  by_size = sorted(range(len(entity_names)), key=lambda k: -len(layout.entities[entity_names[k]]))
+  for k in by_size:   # smaller (more specific) entities are written last and win
+    owner[list(layout.entities[entity_names[k]])] = k
+  return owner
+
+
+def render_clip(keypoints: np.ndarray, confidence: np.ndarray, layout: Layout | str,
+                out_path: str | os.PathLike[str], *, routing_weights: np.ndarray | None = None,
+                entity_names: Sequence[str] | None = None, fps: float = 30.0,
+                title: str = '', max_frames: int = 90) -> str:
+  """Animates a clip as a GIF: bones coloured by entity, the entities' routing weights beside it.
+
+  Written with matplotlib's PillowWriter (Pillow is a dependency of matplotlib, which needs it to
+  write PNGs too). 3D clips are drawn as their x-y projection.
+
+  Args:
+    keypoints: (T, V, C) coordinates (image y down for 2D data).
+    confidence: (T, V); joints with 0 are not drawn.
+    layout: the clip's joint layout.
+    out_path: output file (.gif).
+    routing_weights: optional (K, 2) [a_st, a_ts] per entity, shown as bars.
+    entity_names: K entities (default: the layout's).
+    fps: frame rate of the clip; the GIF plays at real speed after subsampling.
+    title: figure title.
+    max_frames: at most this many frames are drawn (uniformly subsampled).
+
+  Returns:
+    The path written.
+  """
+  layout = get_layout(layout) if isinstance(layout, str) else layout
+  entity_names = list(entity_names or layout.entity_names)
+  keypoints, confidence = np.asarray(keypoints), np.asarray(confidence)
+  if keypoints.ndim != 3 or keypoints.shape[1] != layout.num_joints:
+    raise ValueError(f'keypoints must be (T, {layout.num_joints}, C) for layout '
+                     f'{layout.name!r}, got {keypoints.shape}')
+  visible = confidence > 0
+  if not visible.any():
+    raise ValueError('nothing to render: no joint is visible in any frame')
+  frames = np.unique(np.linspace(0, len(keypoints) - 1, min(max_frames, len(keypoints)))
+                     .round().astype(int))
+  colors = _class_colors(len(entity_names))
+  owner = _joint_entities(layout, entity_names)
+  xy = keypoints[..., :2]
+  low, high = xy[visible].min(0), xy[visible].max(0)
+  pad = 0.08 * max(float((high - low).max()), 1e-6)
+
+  width = 8.0 if routing_weights is not None else 5.0
+  fig = _new_figure(width, 5.0)
+  if routing_weights is not None:
+    ax, ax_bar = fig.subplots(1, 2, width_ratios=(1.6, 1.0))
+    st = np.asarray(routing_weights)[:, 0]
+    ax_bar.barh(np.arange(len(entity_names)), st, color=colors[:len(entity_names)])
+    ax_bar.axvline(0.5, color='black', linewidth=0.8, linestyle='--')
+    ax_bar.set_yticks(np.arange(len(entity_names)), labels=entity_names, fontsize=8)
+    ax_bar.set_xlim(0.0, 1.0)
+    ax_bar.set_xlabel('ST share (TS = 1 - ST)')
+    ax_bar.set_title('routing per body part', fontsize=9)
+  else:
+    ax = fig.add_subplot()
+  ax.set_xlim(low[0] - pad, high[0] + pad)
+  ax.set_ylim(high[1] + pad, low[1] - pad)   # image coordinates: y down
+  ax.set_aspect('equal')
+  ax.set_xticks([])
+  ax.set_yticks([])
+  bones = [(j, p) for j, p in layout.bones]
+  lines = [ax.plot([], [], linewidth=2.0, color=colors[owner[j]] if owner[j] >= 0 else 'grey')[0]
+           for j, _ in bones]
+  dots = ax.scatter(np.zeros(layout.num_joints), np.zeros(layout.num_joints), s=10,
+                    c=[colors[o] if o >= 0 else (0.5, 0.5, 0.5, 1.0) for o in owner])
+  label = ax.set_title(title, fontsize=9)
+
+  def draw(t: int) -> None:
+    for line, (j, p) in zip(lines, bones):
+      if visible[t, j] and visible[t, p]:
+        line.set_data(xy[t, [j, p], 0], xy[t, [j, p], 1])
+      else:
+        line.set_data([], [])
+    dots.set_offsets(np.where(visible[t][:, None], xy[t], np.nan))
+    label.set_text(f'{title}  frame {t}' if title else f'frame {t}')
+
+  out_path = os.fspath(out_path)
+  os.makedirs(os.path.dirname(os.path.abspath(out_path)) or '.', exist_ok=True)
+  step = len(keypoints) / len(frames)
+  writer = PillowWriter(fps=max(1, round(fps / step)))
+  with writer.saving(fig, out_path, dpi=80):
+    for t in frames:
+      draw(int(t))
+      writer.grab_frame()
+  return out_path

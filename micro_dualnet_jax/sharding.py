@@ -1,4 +1,4 @@
-"""Device mesh, shardings and multi-process start (DESIGN.md Section 2, "Parallelism").
+"""Device mesh, shardings and multi-process start (docs/scaling.md).
 
 One mesh axis, 'data', spans every device of every process: the global batch is split on it and
 parameters are replicated. `jax.jit` with these shardings is the replacement for `pmap`.
@@ -76,11 +76,11 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
+def check_batch_size(global_batch_size: int, mesh: Mesh, name: str = 'batch_size') -> int:
   """Returns the per-process batch size; refuses a batch the devices cannot split evenly."""
   devices, processes = mesh.devices.size, jax.process_count()
   if global_batch_size % devices:
-    raise ValueError(f'batch_size {global_batch_size} is not divisible by the {devices} devices '
+    raise ValueError(f'{name} {global_batch_size} is not divisible by the {devices} devices '
                      f'of the mesh; use a multiple of {devices}')
   return global_batch_size // processes
 

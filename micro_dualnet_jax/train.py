@@ -1,13 +1,24 @@
-"""Training and evaluation (DESIGN.md Section 2).
+"""The training loop: `train_and_evaluate(config, workdir)` (docs/workdir.md).
 
-The model is split once (`nnx.split`) into a static graphdef and a state pytree; the train step
-is a plain `jax.jit` over that state with explicit in/out shardings and buffer donation, so no
-NNX graph walking happens per step. Augmentation runs inside the same jit. The host touches
-device values only at logging, evaluation and checkpoint points.
+The jitted steps are `steps.py`'s; this module owns what happens around them: the checks made
+before anything is written, the run directories (`rundir.py`), checkpoints, logs, signals,
+evaluation points and the final outputs (`evaluate.py`). The host touches device values only at
+logging, evaluation and checkpoint points.
+
+**Lifecycle.** Every check (config values, batch and eval batch against the devices, the work
+directory's format and model, the data) runs before anything is written, so a refused command
+leaves the work directory as it was. A run started again in its work directory resumes from the
+last checkpoint (every seed from the same step); a finished one prints its summary and exits (0),
+unless its step budget was raised, when it trains on.
+
+**Seeds.** `config.num_seeds` = N > 1 trains seeds `seed .. seed + N - 1` in one jit
+(`steps.py`); each gets its own run directory `seed_<s>/` (config, checkpoints, logs, outputs),
+and the work directory gets the summary over them.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -17,305 +28,140 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
-from flax import nnx
 
+from micro_dualnet_jax import __version__, evaluate, sharding, steps
 from micro_dualnet_jax import metrics as metrics_lib
-from micro_dualnet_jax import report, sharding
+from micro_dualnet_jax import validation as check
 from micro_dualnet_jax.checkpoint import (Checkpointer, CheckpointWriteError, abstract_like,
-                                          tree_checksum)
-from micro_dualnet_jax.data import augment
+                                          items_state, state_items, tree_checksum)
+from micro_dualnet_jax.config_utils import dataclass_kwargs
 from micro_dualnet_jax.data import datasets
 from micro_dualnet_jax.data.loader import Loader
-from micro_dualnet_jax.losses import LossConfig, total_loss
-from micro_dualnet_jax.models import MicroDualNet, ModelConfig
-from micro_dualnet_jax.skeleton import get_layout
+from micro_dualnet_jax.losses import LossConfig
+from micro_dualnet_jax.rundir import METRICS_FILE, RunDir, RunDirError, seed_dir_name
 
-TrainState = dict[str, Any]   # params, rest, opt_state, step, rng, nonfinite
+Hook = Callable[[str, int], None]
+HOOK_EVENTS = ('step', 'checkpoint', 'final_eval')
+BEST_METRICS = ('top1', 'top5', 'f1_macro', 'f1_micro', 'mean_class_accuracy', 'f1_mean',
+                'body_top1')
 
 
 class TrainingError(RuntimeError):
-  """A run that cannot go on (non-finite loss, mismatched work directory, ...)."""
+  """A run that cannot go on (non-finite loss, a checkpoint that cannot be written, ...)."""
 
 
-# ----------------------------------------------------------------------------- configuration
+# ----------------------------------------------------------------------------- checks
 
 
-def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
-  """ModelConfig from config.model; the MAC projection exists iff the MAC loss is on."""
-  return ModelConfig.from_dict({**config.model.to_dict(),
-                                'mac_projection': config.loss.mac != 'none'})
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+  """The top-level values of a run config, checked (configs/default.py has their meaning)."""
+  seed: int = 0
+  num_seeds: int = 1
+  batch_size: int = 64
+  eval_batch_size: int = 128
+  num_epochs: float = 100
+  num_train_steps: int = 0
+  max_steps_per_run: int = 0
+  log_every_steps: int = 50
+  eval_every_steps: int = 1000
+  checkpoint_every_steps: int = 1000
+  keep_checkpoints: int = 3
+  async_checkpoints: bool = True
+  best_metric: str = 'top1'
+
+  def __post_init__(self):
+    with check.section('run config'):
+      check.integer('seed', self.seed, minimum=0)
+      check.positive_int('num_seeds', self.num_seeds)
+      check.positive_int('batch_size', self.batch_size)
+      check.positive_int('eval_batch_size', self.eval_batch_size)
+      check.non_negative('num_epochs', self.num_epochs)
+      check.integer('num_train_steps', self.num_train_steps, minimum=0)
+      if not self.num_train_steps and not self.num_epochs:
+        raise ValueError('num_epochs and num_train_steps are both 0: nothing to train')
+      check.integer('max_steps_per_run', self.max_steps_per_run, minimum=0)
+      check.positive_int('log_every_steps', self.log_every_steps)
+      check.integer('eval_every_steps', self.eval_every_steps, minimum=0)
+      check.positive_int('checkpoint_every_steps', self.checkpoint_every_steps)
+      check.positive_int('keep_checkpoints', self.keep_checkpoints)
+      check.boolean('async_checkpoints', self.async_checkpoints)
+      check.one_of('best_metric', self.best_metric, BEST_METRICS)
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> RunSettings:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**dataclass_kwargs(cls, {k: config[k] for k in config if k in names},
+                                  'run settings'))
+
+  @property
+  def seeds(self) -> list[int]:
+    return list(range(self.seed, self.seed + self.num_seeds))
 
 
-def augment_config(config: ml_collections.ConfigDict) -> augment.AugmentConfig:
-  cfg = augment.AugmentConfig.from_config(config.augment)
-  if cfg.num_frames > config.model.num_frames:
-    raise ValueError(f'augment.num_frames={cfg.num_frames} exceeds model.num_frames='
-                     f'{config.model.num_frames}')
-  return cfg
+def check_config(config: ml_collections.ConfigDict) -> RunSettings:
+  """Builds every config dataclass from `config` (each checks its values) -> the run settings.
 
-
-def test_time_views(config: ml_collections.ConfigDict) -> tuple[int, bool]:
-  """(num_clips, flip) of `config.test_time`, checked.
-
-  Mirrored views are refused for a model trained without mirroring (augment.flip_prob = 0): that
-  setting means left and right tell classes apart (e.g. the synthetic set), and a mirrored view
-  would vote for the opposite-side class."""
-  num_clips, mirror = config.test_time.num_clips, config.test_time.flip
-  if not isinstance(num_clips, int) or num_clips < 1:
-    raise ValueError(f'test_time.num_clips must be an integer >= 1, got {num_clips!r}')
-  if mirror and config.augment.flip_prob == 0:
-    raise ValueError('test_time.flip=True needs a model trained with mirroring '
-                     '(augment.flip_prob > 0): with flip_prob 0 left and right tell classes apart, '
-                     'and a mirrored view would vote for the other side\'s class')
-  return num_clips, bool(mirror)
-
-
-def weight_decay_mask(params: nnx.State) -> Any:
-  """True for the weight matrices ('kernel'): no decay on norms, biases and embeddings."""
-  def is_kernel(path, _):
-    return 'kernel' in [getattr(k, 'key', getattr(k, 'name', None)) for k in path]
-  return jax.tree.map_with_path(is_kernel, params)
-
-
-def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
-                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """AdamW with linear warm-up + cosine decay and global-norm clipping."""
-  o = config.optim
-  warmup = min(int(o.warmup_steps), max(total_steps - 1, 0))
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, o.learning_rate, warmup, max(total_steps, warmup + 1), o.learning_rate * o.final_lr_ratio)
-  tx = optax.chain(
-      optax.clip_by_global_norm(o.clip_norm) if o.clip_norm else optax.identity(),
-      optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
-                  mask=weight_decay_mask))
-  return tx, schedule
-
-
-# ----------------------------------------------------------------------------- state and steps
-
-
-def create_train_state(config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
-                       mesh: jax.sharding.Mesh) -> tuple[nnx.GraphDef, TrainState]:
-  """Builds model + optimizer state, replicated on the mesh."""
-  model = MicroDualNet(model_config(config), rngs=nnx.Rngs(params=config.seed))
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  state = {
-      'params': params, 'rest': rest, 'opt_state': tx.init(params),
-      'step': jnp.zeros((), jnp.int32), 'nonfinite': jnp.zeros((), jnp.int32),
-      'rng': jax.random.key_data(jax.random.key(config.seed + 1)),
-  }
-  return graphdef, jax.device_put(state, sharding.replicated(mesh))
-
-
-def parameter_checksum(params: Any) -> str:
-  """sha256 over the parameter bytes in tree order: equal iff the parameters are bit-identical."""
-  return tree_checksum(params)
-
-
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
-                    ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict]]:
-  """One optimizer step: augment on device, forward/backward (with gradient accumulation over
-  `optim.grad_accum` micro-batches), skip non-finite updates, apply AdamW.
-
-  The step is `jax.jit` with the batch sharded on 'data', the state replicated and donated.
+  Raises ValueError naming the section, the field and the value.
   """
-  layout = get_layout(config.model.layout)
-  aug = augment_config(config)
-  loss_cfg = LossConfig.from_dict(config.loss)
-  accum = int(config.optim.grad_accum)
-
-  def loss_fn(params, rest, batch, key):
-    aug_key, dropout_key = jax.random.split(key)
-    inputs = augment.train_inputs(batch, aug_key, layout, aug)
-    model = nnx.merge(graphdef, params, rest)
-    logits, aux = model(inputs['keypoints'], inputs['frame_mask'],
-                        rngs=nnx.Rngs(dropout=dropout_key))
-    loss, parts = total_loss(logits, aux, batch['label'], loss_cfg, weights=batch['weight'])
-    correct = (jnp.argmax(logits, -1) == batch['label']) * batch['weight']
-    parts['accuracy'] = jnp.sum(correct) / jnp.maximum(jnp.sum(batch['weight']), 1.0)
-    return loss, parts
-
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-  def step(state: TrainState, batch: dict[str, jax.Array]):
-    key = jax.random.fold_in(jax.random.wrap_key_data(state['rng']), state['step'])
-    if accum == 1:
-      (_, parts), grads = grad_fn(state['params'], state['rest'], batch, key)
-    else:
-      micro = jax.tree.map(lambda x: x.reshape(accum, -1, *x.shape[1:]), batch)
-
-      def body(carry, inputs):
-        i, micro_batch = inputs
-        (_, parts), grads = grad_fn(state['params'], state['rest'], micro_batch,
-                                    jax.random.fold_in(key, i))
-        return jax.tree.map(jnp.add, carry, (grads, parts)), None
-
-      zeros = jax.tree.map(jnp.zeros_like, (state['params'], jax.eval_shape(
-          lambda: grad_fn(state['params'], state['rest'], jax.tree.map(lambda x: x[0], micro),
-                          key)[0][1])))
-      (grads, parts), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
-      grads, parts = jax.tree.map(lambda x: x / accum, (grads, parts))
-    grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(parts['loss']) & jnp.isfinite(grad_norm)
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    new_params = optax.apply_updates(state['params'], updates)
-    # A non-finite step changes nothing but the counter: the state stays restorable and clean.
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    new_state = {
-        **state, 'params': keep(new_params, state['params']),
-        'opt_state': keep(opt_state, state['opt_state']), 'step': state['step'] + 1,
-        'nonfinite': state['nonfinite'] + (~finite).astype(jnp.int32)}
-    return new_state, {**parts, 'grad_norm': grad_norm}
-
-  state_sharding = sharding.replicated(mesh)
-  return jax.jit(step, in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
-                 out_shardings=(state_sharding, state_sharding), donate_argnums=(0,))
+  settings = RunSettings.from_config(config)
+  steps.model_config(config)
+  steps.augment_config(config)
+  LossConfig.from_dict(config.loss)
+  steps.OptimConfig.from_dict(config.optim)
+  steps.test_time_config(config)
+  if config.best_metric in ('f1_mean', 'body_top1') and config.data.name != 'ma52':
+    raise ValueError(f"invalid run config: best_metric {config.best_metric!r} exists for MA-52 "
+                     f"only (data.name is {config.data.name!r})")
+  return settings
 
 
-def make_eval_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
-                   mesh: jax.sharding.Mesh) -> Callable[[TrainState, dict], dict[str, jax.Array]]:
-  """Deterministic forward pass: uniform temporal sampling, no dropout.
-
-  Test-time augmentation (`config.test_time`): `num_clips` = n reads every clip n times, the c-th
-  taking the frame at fraction (c + 1/2) / n of each temporal segment (n = 1: the centre, the
-  plain evaluation); `flip` adds the mirrored pose of each. The logits are the mean over these
-  views. Routing weights are averaged over the unmirrored views only: mirroring swaps the left and
-  right entities, and their weights must stay with the body part they describe.
-
-  Returns logits (B, N) and routing_weights (B, K, 2), sharded on the batch like the input.
-  """
-  layout = get_layout(config.model.layout)
-  aug = augment_config(config)
-  num_clips, mirror = test_time_views(config)
-
-  def step(state, batch):
-    model = nnx.merge(graphdef, state['params'], state['rest'])
-    logits, routing = [], []
-    for clip in range(num_clips):
-      for mirrored in (False, True) if mirror else (False,):
-        inputs = augment.eval_inputs(batch, layout, aug, phase=(2 * clip + 1, 2 * num_clips),
-                                     mirrored=mirrored)
-        view_logits, aux = model(inputs['keypoints'], inputs['frame_mask'])
-        logits.append(view_logits)
-        if not mirrored:
-          routing.append(aux['routing_weights'])
-    return {'logits': sum(logits) / len(logits), 'routing_weights': sum(routing) / len(routing)}
-
-  batch_sharding = sharding.batch_sharding(mesh)
-  return jax.jit(step, in_shardings=(sharding.replicated(mesh), batch_sharding),
-                 out_shardings=batch_sharding)
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-@dataclasses.dataclass
-class EvalResult:
-  metrics: dict[str, Any]              # scalars + confusion matrix
-  logits: np.ndarray                   # (N, num_classes) in source order
-  routing_weights: np.ndarray          # (N, K, 2)
-  labels: np.ndarray                   # (N,)
-  indices: np.ndarray                  # (N,) source indices
-
-
-def evaluate(eval_step, state: TrainState, loader: Loader, mesh: jax.sharding.Mesh,
-             num_classes: int, *, ma52: bool = False) -> EvalResult:
-  """One pass over `loader`'s split; every clip counted exactly once (padding rows dropped)."""
-  batch_sharding = sharding.batch_sharding(mesh)
-  accumulator = metrics_lib.MetricAccumulator(num_classes, ma52=ma52)
-  keep = {'logits': [], 'routing_weights': [], 'labels': [], 'indices': []}
-  for batch in loader.eval_batches():
-    out = eval_step(state, sharding.to_global(batch, batch_sharding, loader.global_batch_size))
-    logits = sharding.fetch_global(out['logits'])
-    routing = sharding.fetch_global(out['routing_weights'])
-    host = {k: sharding.fetch_global(v) for k, v in sharding.to_global(
-        {k: batch[k] for k in ('label', 'weight', 'index')}, batch_sharding,
-        loader.global_batch_size).items()} if jax.process_count() > 1 else batch
-    valid = host['weight'] > 0
-    accumulator.update(logits, host['label'], mask=valid.astype(np.float32))
-    keep['logits'].append(logits[valid])
-    keep['routing_weights'].append(routing[valid])
-    keep['labels'].append(host['label'][valid])
-    keep['indices'].append(host['index'][valid])
-  arrays = {k: np.concatenate(v) for k, v in keep.items()}
-  if len(arrays['indices']) != len(loader):
-    raise TrainingError(f'evaluation saw {len(arrays["indices"])} clips, the split has '
-                        f'{len(loader)}')
-  return EvalResult(metrics=accumulator.compute(), **arrays)
-
-
-# ----------------------------------------------------------------------------- the run
-
-
-class _Stop:
-  """SIGTERM/SIGINT flag: the loop saves a checkpoint and returns at the next step boundary."""
-
-  def __init__(self):
-    self.signal = None
-    self._previous = {}
-
-  def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    self.signal = signum
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-
-
-def _check_workdir(workdir: str) -> None:
+def _check_writable(path: str) -> None:
+  """The work directory, or the nearest folder above it that exists, takes a file (a probe,
+  removed at once: a full disk or a read-only mount fails here, before any work)."""
+  folder = os.path.abspath(path)
+  while not os.path.exists(folder):
+    folder = os.path.dirname(folder)
+  # One probe per process: processes sharing a work directory must not remove each other's.
+  probe = os.path.join(folder, f'.write_test.{jax.process_index()}.{os.getpid()}')
   try:
-    os.makedirs(workdir, exist_ok=True)
-    # One probe per process: processes sharing a work directory must not remove each other's.
-    probe = os.path.join(workdir, f'.write_test.{jax.process_index()}.{os.getpid()}')
+    if not os.path.isdir(folder):
+      raise NotADirectoryError(f'{folder!r} is not a folder')
     with open(probe, 'w') as f:
       f.write('ok')
+      f.flush()
+      os.fsync(f.fileno())
     os.remove(probe)
   except OSError as error:
-    raise TrainingError(f'work directory {workdir!r} is not writable: {error}') from None
+    if os.path.exists(probe):
+      os.remove(probe)
+    raise TrainingError(f'work directory {path!r} is not writable: {error}') from None
 
 
-def _check_same_model(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Refuses to resume a work directory that was trained with a different model/loss config."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+def _check_workdir(run: RunDir, settings: RunSettings,
+                   config: ml_collections.ConfigDict) -> None:
+  """A work directory that holds a run: the same format, kind, seeds and model."""
+  if not run.exists():
+    if os.path.isdir(run.path) and os.listdir(run.path):
+      leftovers = sorted(os.listdir(run.path))
+      if set(leftovers) - {'checkpoints', 'best'}:
+        raise RunDirError(f'work directory {run.path!r} is not empty and holds no run '
+                          f'({leftovers[:5]}); use an empty or new --workdir')
     return
-  with open(path) as f:
-    old = json.load(f)
-  diffs = []
-  for section in ('model', 'loss'):
-    before, now = old.get(section, {}), config[section].to_dict()
-    for key in sorted(set(before) | set(now)):
-      if before.get(key) != _jsonable(now.get(key)):
-        diffs.append(f'{section}.{key}: {before.get(key)!r} in the work directory, '
-                     f'{now.get(key)!r} now')
-  if diffs:
-    raise TrainingError(f'work directory {workdir!r} holds a run with a different model: '
-                        + '; '.join(diffs) + '. Use a new --workdir or the old config.')
+  info = run.run_info()
+  kind = 'seeds' if settings.num_seeds > 1 else 'run'
+  if info['kind'] != kind or run.seeds() != settings.seeds:
+    raise RunDirError(f'work directory {run.path!r} holds a run of seeds {run.seeds()}; this '
+                      f'config trains seeds {settings.seeds} (seed, num_seeds): use a new '
+                      '--workdir or the same seeds')
+  for seed_run in run.seed_runs():
+    seed_run.check_same_model(config)
 
 
-def _jsonable(value):
-  return json.loads(json.dumps(value, default=str))
-
-
-def _checkpoint_io(write: Callable[..., Any], *args, **kwargs) -> Any:
-  """Runs a checkpoint write; a failed one stops the run with a TrainingError (its message says
-  which checkpoints are intact and how to resume)."""
-  try:
-    return write(*args, **kwargs)
-  except CheckpointWriteError as error:
-    raise TrainingError(str(error)) from error
+# ----------------------------------------------------------------------------- one seed's files
 
 
 class _MetricsLog:
@@ -328,7 +174,7 @@ class _MetricsLog:
   """
 
   def __init__(self, workdir: str, enabled: bool, resume_step: int = 0):
-    self.path, self.enabled = os.path.join(workdir, 'metrics.jsonl'), enabled
+    self.path, self.enabled = os.path.join(workdir, METRICS_FILE), enabled
     self.tensorboard = None
     if enabled:
       self._drop_after(resume_step)
@@ -377,62 +223,169 @@ class _MetricsLog:
       self.tensorboard.close()
 
 
-Hook = Callable[[str, int], None]
-HOOK_EVENTS = ('step', 'checkpoint', 'final_eval')
+@dataclasses.dataclass
+class _Seed:
+  """What the loop keeps per seed: its run directory, checkpoints, log, best metrics, data."""
+  seed: int
+  run: RunDir
+  ckpt: Checkpointer
+  loader: Loader
+  best: dict[str, Any] = dataclasses.field(default_factory=dict)
+  log: _MetricsLog | None = None
+
+
+def _checkpoint_io(write: Callable[..., Any], *args, **kwargs) -> Any:
+  """Runs a checkpoint write; a failed one stops the run with a TrainingError (its message says
+  which checkpoints are intact and how to resume)."""
+  try:
+    return write(*args, **kwargs)
+  except CheckpointWriteError as error:
+    raise TrainingError(str(error)) from error
+
+
+def _restore(seeds: Sequence[_Seed], abstract: dict[str, Any]
+             ) -> tuple[int, list[dict[str, Any]], list[dict]] | None:
+  """The newest step every seed has a readable checkpoint of -> (step, states, metas)."""
+  common = set.intersection(*(set(s.ckpt.steps()) for s in seeds))
+  if not common and not any(s.ckpt.steps() for s in seeds):
+    return None
+  for step in sorted(common, reverse=True):
+    states, metas = [], []
+    try:
+      for s in seeds:
+        restored = s.ckpt.restore(abstract, steps=[step])
+        states.append(items_state(restored[1]))
+        metas.append(restored[2])
+    except RuntimeError:
+      continue
+    return step, states, metas
+  found = {s.seed: s.ckpt.steps() for s in seeds}
+  print(f'WARNING: no step has a readable checkpoint for every seed ({found}); starting from '
+        'scratch', flush=True)
+  return None
+
+
+class _Stop:
+  """SIGTERM/SIGINT flag: the loop saves a checkpoint and returns at the next step boundary."""
+
+  def __init__(self):
+    self.signal = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal = signum
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+  """The config of one seed's run directory: a run of that seed alone."""
+  seed_config = copy.deepcopy(config)
+  with seed_config.unlocked():
+    seed_config.seed = seed
+    seed_config.num_seeds = 1
+  return seed_config
+
+
+def _finished(run: RunDir, total_steps: int) -> dict[str, Any] | None:
+  """The summary of a run that already trained `total_steps` (or more) steps, else None."""
+  summary = run.summary() if run.exists() else None
+  if summary and summary.get('step', -1) >= total_steps:
+    return summary
+  return None
+
+
+# ----------------------------------------------------------------------------- the run
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        hooks: Sequence[Hook] = ()) -> dict[str, Any]:
   """Trains `config` in `workdir` (resuming from its checkpoints) and evaluates; returns the
-  summary written to summary.json.
+  summary written to summary.json (a dict with 'interrupted_at_step' when stopped early).
 
   hooks: callables `hook(event, step)` run on the host, in order, at fixed points of the loop:
     'step' after training step `step` was dispatched and logged, before its checkpoint and the
-    signal check; 'checkpoint' after the checkpoint of `step` was written (started, with
+    signal check; 'checkpoint' after the checkpoints of `step` were written (started, with
     async_checkpoints); 'final_eval' before the final evaluation. For progress reporting,
     profiling windows, or tests that stop a run at an exact point.
   """
+  # 1. Checks: nothing is written until all of them pass.
+  settings = check_config(config)
   sharding.maybe_initialize_distributed()
   is_main = jax.process_index() == 0
-  _check_workdir(workdir)
-  _check_same_model(workdir, config)
-  if is_main:   # written whole, then renamed: other processes may be reading the old one
-    path = os.path.join(workdir, 'config.json')
-    with open(path + '.tmp', 'w') as f:
-      json.dump(_jsonable(config.to_dict()), f, indent=2)
-    os.replace(path + '.tmp', path)
-
   mesh = sharding.make_mesh()
-  sharding.check_batch_size(config.batch_size, mesh)
+  sharding.check_batch_size(settings.batch_size, mesh)
+  sharding.check_batch_size(settings.eval_batch_size, mesh, 'eval_batch_size')
+  run = RunDir(workdir)
+  _check_writable(workdir)
+  _check_workdir(run, settings, config)
   splits = datasets.load_splits(config)
-  train_loader = datasets.make_loader(config, splits.train, config.batch_size, 'train')
-  eval_loader = datasets.make_loader(config, splits.eval, config.eval_batch_size, 'eval')
-  total_steps = int(config.num_train_steps) or int(config.num_epochs
-                                                   * train_loader.steps_per_epoch)
-  tx, schedule = make_optimizer(config, total_steps)
-  graphdef, state = create_train_state(config, tx, mesh)
-  train_step = make_train_step(graphdef, tx, config, mesh)
-  eval_step = make_eval_step(graphdef, config, mesh)
-  ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric=config.best_metric,
-                      async_save=config.async_checkpoints, cleanup=True)
-  restored = ckpt.restore(abstract_like(state))
-  start_step, best, history_start = 0, {}, time.time()
+  seeds = settings.seeds
+  loaders = [datasets.make_loader(config, splits.train, settings.batch_size, 'train', seed=s)
+             for s in seeds]
+  eval_loader = datasets.make_loader(config, splits.eval, settings.eval_batch_size, 'eval')
+  steps_per_epoch = loaders[0].steps_per_epoch
+  total_steps = settings.num_train_steps or int(settings.num_epochs * steps_per_epoch)
+  done = _finished(run, total_steps)
+  if done is not None:
+    print(f'{workdir} already holds this run, finished at step {done["step"]} '
+          f'(num_train_steps {total_steps}); nothing to do. Summary: '
+          f'{run.file("summary.json")}', flush=True)
+    print(json.dumps(done.get('final', done.get('final_mean', {}))), flush=True)
+    return done
+
+  # 2. The run directories.
+  multi = settings.num_seeds > 1
+  seed_runs = [RunDir(os.path.join(workdir, seed_dir_name(s))) if multi else run for s in seeds]
+  if is_main:
+    run.write(config, kind='seeds' if multi else 'run', seeds=seeds, package_version=__version__)
+    if multi:
+      for s, seed_run in zip(seeds, seed_runs):
+        seed_run.write(_seed_config(config, s), kind='run', seeds=[s],
+                       package_version=__version__)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices('run directories written')
+
+  tx, schedule = steps.make_optimizer(steps.OptimConfig.from_dict(config.optim), total_steps)
+  graphdef, state = steps.create_train_states(config, tx, mesh, seeds)
+  train_step = steps.make_train_step(graphdef, tx, config, mesh, seeds_axis=True)
+  eval_step = steps.make_eval_step(graphdef, config, mesh, seeds_axis=True)
+  per_seed = [_Seed(s, seed_run, Checkpointer(
+      seed_run.path, keep=settings.keep_checkpoints, best_metric=settings.best_metric,
+      async_save=settings.async_checkpoints, cleanup=True), loader)
+              for s, seed_run, loader in zip(seeds, seed_runs, loaders)]
+  abstract = abstract_like(state_items(steps.replica(state, 0, mesh)))
+  restored = _restore(per_seed, abstract)
+  start_step, history_start = 0, time.time()
   if restored is not None:
-    start_step, state, meta = restored
-    best = meta.get('best', {})
+    start_step, states, metas = restored
+    state = steps.replicate_stacked(states, mesh)
+    for s, meta in zip(per_seed, metas):
+      s.best.update(meta.get('best', {}))
     logging.info('resumed from step %d', start_step)
     print(f'Resuming from checkpoint at step {start_step}', flush=True)
+  for s in per_seed:
+    s.log = _MetricsLog(s.run.path, is_main, resume_step=start_step)
 
-  log = _MetricsLog(workdir, is_main, resume_step=start_step)
-  n_params = sum(x.size for x in jax.tree.leaves(state['params']))
-  print(f'Micro-DualNet: {n_params:,} parameters; {len(train_loader)} train / '
-        f'{len(eval_loader)} eval clips; {total_steps} steps of batch {config.batch_size} on '
+  n_params = sum(x.size for x in jax.tree.leaves(state['params'])) // len(seeds)
+  seeds_note = f' x {len(seeds)} seeds ({seeds[0]}..{seeds[-1]})' if multi else ''
+  print(f'Micro-DualNet: {n_params:,} parameters{seeds_note}; {len(splits.train)} train / '
+        f'{len(eval_loader)} eval clips; {total_steps} steps of batch {settings.batch_size} on '
         f'{jax.device_count()} device(s), {jax.process_count()} process(es)', flush=True)
 
-  def meta_for(step):
-    epoch, offset = divmod(step, train_loader.steps_per_epoch)
-    return {'step': step, 'epoch': epoch, 'batch_in_epoch': offset, 'best': best,
-            'model': _jsonable(config.model.to_dict()), 'seed': config.seed}
+  def meta_for(step, seed):
+    epoch, offset = divmod(step, steps_per_epoch)
+    return {'step': step, 'epoch': epoch, 'batch_in_epoch': offset, 'best': seed.best,
+            'model': config.model.to_dict(), 'seed': seed.seed}
 
   saved = {'step': start_step}
 
@@ -440,175 +393,144 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     for hook in hooks:
       hook(event, step)
 
+  def check_finite(step):
+    nonfinite = np.asarray(jax.device_get(state['nonfinite']))
+    if nonfinite.any():
+      bad = ', '.join(f'seed {s.seed}: {int(n)}' for s, n in zip(per_seed, nonfinite) if n)
+      raise TrainingError(
+          f'training steps up to step {step} had a NaN or inf loss or gradient ({bad}); '
+          'those updates were skipped and no checkpoint was written after them. Lower '
+          'optim.learning_rate, check the data for NaN keypoints, or set optim.clip_norm.')
+
   def save(step, force=False):
     if saved['step'] == step:
       return
-    nonfinite = int(state['nonfinite'])
-    if nonfinite:
-      raise TrainingError(
-          f'{nonfinite} training step(s) up to step {step} had a NaN or inf loss or gradient; '
-          'those updates were skipped and no checkpoint was written after them. Lower '
-          'optim.learning_rate, check the data for NaN keypoints, or set optim.clip_norm.')
-    _checkpoint_io(ckpt.save, step, state, meta_for(step), force=force)
+    check_finite(step)
+    for i, s in enumerate(per_seed):
+      _checkpoint_io(s.ckpt.save, step, steps.replica(state, i, mesh), meta_for(step, s),
+                     force=force)
     saved['step'] = step
+    print(f'Checkpoint at step {step} ' + ('written in the background'
+                                           if settings.async_checkpoints else 'saved'),
+          flush=True)
     call_hooks('checkpoint', step)
-    print(f'Checkpoint at step {step} ' + ('written in the background' if config.async_checkpoints
-                                            else 'saved'), flush=True)
 
   def run_eval(step):
-    result = evaluate(eval_step, state, eval_loader, mesh, config.model.num_classes,
-                      ma52=config.data.name == 'ma52')
-    scalars = metrics_lib.scalar_metrics(result.metrics)
-    log.write({'step': step, **{f'eval_{k}': v for k, v in scalars.items()}})
-    # Strictly better only: of tied evaluations the first stays best, here and in best/.
-    if not best or scalars[config.best_metric] > best.get(config.best_metric, -1):
-      best.clear()
-      best.update({**scalars, 'step': step})
-      if int(state['nonfinite']) == 0:
-        _checkpoint_io(ckpt.save_best, step, state, meta_for(step), scalars)
+    results = evaluate.evaluate(eval_step, state, eval_loader, mesh, config.model.num_classes,
+                                ma52=config.data.name == 'ma52', num_seeds=len(seeds))
+    finite = not np.asarray(jax.device_get(state['nonfinite'])).any()
+    for i, (s, result) in enumerate(zip(per_seed, results)):
+      scalars = result.scalars()
+      s.log.write({'step': step, **{f'eval_{k}': v for k, v in scalars.items()}})
+      # Strictly better only: of tied evaluations the first stays best, here and in best/.
+      if result.labelled and (not s.best or scalars[settings.best_metric]
+                              > s.best.get(settings.best_metric, -1)):
+        s.best.clear()
+        s.best.update({**scalars, 'step': step})
+        if finite:
+          _checkpoint_io(s.ckpt.save_best, step, steps.replica(state, i, mesh),
+                         meta_for(step, s), scalars)
+    shown = [k for k in ('top1', 'top5', 'f1_macro') if results[0].labelled]
     print(f'[eval step {step}] ' + ', '.join(
-        f'{k} {scalars[k]:.2f}' for k in ('top1', 'top5', 'f1_macro') if k in scalars),
-          flush=True)
-    return result
+        f'{k} ' + ' / '.join(f'{r.scalars()[k]:.2f}' for r in results) for k in shown)
+          + ('' if shown else 'unlabelled split: no metrics'), flush=True)
+    return results
+
+  def close_all():
+    for s in per_seed:
+      _checkpoint_io(s.ckpt.close)
+      s.log.close()
 
   step = start_step
   samples_since, t_last = 0, time.time()
-  batch_sharding = sharding.batch_sharding(mesh)
   with _Stop() as stop:
-    batches = train_loader.train_batches(start_step)
+    streams = [s.loader.train_batches(start_step) for s in per_seed]
     while step < total_steps:
-      batch = sharding.to_global(next(batches), batch_sharding, config.batch_size)
+      batch = steps.host_batches_to_global([next(it) for it in streams], mesh,
+                                           settings.batch_size)
       state, step_metrics = train_step(state, batch)
       step += 1
-      samples_since += config.batch_size
-      if step % config.log_every_steps == 0 or step == total_steps:
-        values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-        if int(state['nonfinite']):
-          save(step)   # raises TrainingError with the explanation
+      samples_since += settings.batch_size * len(seeds)
+      if step % settings.log_every_steps == 0 or step == total_steps:
+        values = {k: np.asarray(v, np.float64) for k, v in jax.device_get(step_metrics).items()}
+        check_finite(step)
         now = time.time()
         rate = samples_since / max(now - t_last, 1e-9)
-        eta = (total_steps - step) * config.batch_size / max(rate, 1e-9)
-        values['learning_rate'] = float(schedule(step - 1))
-        log.write({'step': step, **{f'train_{k}': v for k, v in values.items()},
-                   'samples_per_s': rate})
-        print(f'step {step}/{total_steps} loss {values["loss"]:.4f} (ce {values["ce"]:.4f} '
-              f'mac {values["mac"]:.4f}) acc {values["accuracy"]:.3f} lr '
-              f'{values["learning_rate"]:.2e} | {rate:.1f} samples/s | ETA {eta / 60:.1f} min',
-              flush=True)
+        eta = (total_steps - step) * settings.batch_size * len(seeds) / max(rate, 1e-9)
+        learning_rate = float(schedule(step - 1))
+        for i, s in enumerate(per_seed):
+          s.log.write({'step': step, **{f'train_{k}': float(v[i]) for k, v in values.items()},
+                       'train_learning_rate': learning_rate, 'samples_per_s': rate})
+        mean = {k: float(v.mean()) for k, v in values.items()}
+        print(f'step {step}/{total_steps} loss {mean["loss"]:.4f} (ce {mean["ce"]:.4f} '
+              f'mac {mean["mac"]:.4f}) acc {mean["accuracy"]:.3f} lr {learning_rate:.2e} | '
+              f'{rate:.1f} samples/s | ETA {eta / 60:.1f} min', flush=True)
         samples_since, t_last = 0, now
       call_hooks('step', step)
-      if config.eval_every_steps and step % config.eval_every_steps == 0 and step < total_steps:
+      if settings.eval_every_steps and step % settings.eval_every_steps == 0 \
+          and step < total_steps:
         run_eval(step)
-      if step % config.checkpoint_every_steps == 0 or step == total_steps:
+      if step % settings.checkpoint_every_steps == 0 or step == total_steps:
         save(step)
       # Processes stop at the same step even when the signal reaches only some of them.
       signalled = sharding.any_process(stop.signal is not None)
-      if signalled or (step - start_step == config.max_steps_per_run and step < total_steps):
+      if signalled or (step - start_step == settings.max_steps_per_run and step < total_steps):
         save(step, force=True)
-        _checkpoint_io(ckpt.close)
-        log.close()
+        close_all()
         reason = (f'received signal {stop.signal}' if stop.signal is not None else
                   'another process received a signal' if signalled else
-                  f'max_steps_per_run={config.max_steps_per_run} reached')
+                  f'max_steps_per_run={settings.max_steps_per_run} reached')
         print(f'Stopping early ({reason}): saved checkpoint at step {step}; run the same '
               'command again to resume.', flush=True)
         return {'interrupted_at_step': step}
-    batches.close()
-  if int(state['nonfinite']):
-    save(step)
+    for stream in streams:
+      stream.close()
+  check_finite(step)
   call_hooks('final_eval', step)
-  result = run_eval(step)
-  _checkpoint_io(ckpt.close)
-  log.close()
-  summary = {
-      'final': metrics_lib.scalar_metrics(result.metrics), 'best': best, 'step': step,
-      'wall_time_s': round(time.time() - history_start, 1),
-      'param_checksum': parameter_checksum(state['params']), 'num_params': int(n_params),
-      'devices': jax.device_count(), 'processes': jax.process_count(),
-  }
+  results = run_eval(step)
+  close_all()
+  wall = round(time.time() - history_start, 1)
+  summaries = []
+  for i, (s, result) in enumerate(zip(per_seed, results)):
+    summaries.append({
+        'final': result.scalars(), 'best': s.best, 'step': step, 'seed': s.seed,
+        'wall_time_s': wall,
+        'param_checksum': tree_checksum(steps.replica(state, i, mesh)['params']),
+        'num_params': int(n_params), 'devices': jax.device_count(),
+        'processes': jax.process_count()})
+  if not multi:
+    summary = summaries[0]
+  else:
+    stats = evaluate.seed_statistics([x['final'] for x in summaries])
+    summary = {'seeds': {str(x['seed']): {k: x[k] for k in ('final', 'best', 'param_checksum')}
+                         for x in summaries},
+               'final_mean': stats['mean'], 'final_std': stats['std'], 'step': step,
+               'wall_time_s': wall, 'num_params': int(n_params), 'num_seeds': len(seeds),
+               'devices': jax.device_count(), 'processes': jax.process_count()}
   if is_main:
-    write_outputs(config, workdir, result, splits, summary)
+    for s, result, seed_summary in zip(per_seed, results, summaries):
+      evaluate.write_outputs(config, s.run.path, result, splits, seed_summary, verbose=not multi)
+    if multi:
+      run.write_summary(summary)
+      print(_seed_table(summaries, results[0].labelled), flush=True)
+    print(f'summary: {run.file("summary.json")}', flush=True)
   return summary
 
 
-def write_outputs(config: ml_collections.ConfigDict, workdir: str, result: EvalResult,
-                  splits: datasets.Splits, summary: dict[str, Any] | None = None) -> None:
-  """summary.json, predictions CSV, submission files and PNG plots (process 0)."""
-  probs = metrics_lib.softmax(result.logits)
-  clip_ids = [splits.clip_id(splits.eval, i) for i in result.indices]
-  metrics_lib.write_predictions_csv(os.path.join(workdir, 'predictions.csv'), clip_ids, probs,
-                                    labels=result.labels)
-  if config.data.name == 'imigue':
-    metrics_lib.write_imigue_submission(os.path.join(workdir, 'Submission.csv'), clip_ids, probs)
-  if config.data.name == 'ma52':
-    metrics_lib.write_ma52_submission(os.path.join(workdir, 'prediction.csv'), clip_ids, probs)
-  num_clips, mirror = test_time_views(config)
-  np.savez_compressed(os.path.join(workdir, 'eval_outputs.npz'), logits=result.logits,
-                      routing_weights=result.routing_weights, labels=result.labels,
-                      clip_ids=np.asarray(clip_ids, dtype=str), eval_split=config.data.eval_split,
-                      test_time_clips=num_clips, test_time_flip=mirror)
-  with open(os.path.join(workdir, 'eval_metrics.json'), 'w') as f:
-    json.dump(metrics_lib.scalar_metrics(result.metrics), f, indent=2)
-  if summary is not None:
-    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-      json.dump(summary, f, indent=2)
-    print(metrics_lib.format_metrics_table(result.metrics, title='Final evaluation'))
-    print(f'summary: {os.path.join(workdir, "summary.json")}', flush=True)
-  entity_names = list(model_config(config).entity_names)
-  try:
-    if os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
-      report.plot_training_curves(os.path.join(workdir, 'metrics.jsonl'),
-                                  os.path.join(workdir, 'training_curves.png'))
-    report.plot_confusion_matrix(result.metrics['confusion_matrix'], splits.class_names,
-                                 os.path.join(workdir, 'confusion_matrix.png'))
-    report.plot_routing_weights(result.routing_weights, entity_names,
-                                os.path.join(workdir, 'routing_weights.png'),
-                                class_names=splits.class_names, labels=result.labels)
-  except ValueError as error:   # a plot must never cost the run its results
-    logging.warning('plotting failed: %s', error)
+def _seed_table(summaries: Sequence[dict[str, Any]], labelled: bool) -> str:
+  """The final metrics of each seed and their mean +- std."""
+  if not labelled:
+    return f'{len(summaries)} seeds evaluated on an unlabelled split: no metrics'
+  keys = [k for k in ('top1', 'top5', 'f1_macro', 'f1_mean') if k in summaries[0]['final']]
+  stats = evaluate.seed_statistics([s['final'] for s in summaries])
+  lines = ['Final evaluation, ' + f'{len(summaries)} seeds:',
+           f'  {"seed":<8}' + ''.join(f'{k:>16}' for k in keys)]
+  for s in summaries:
+    lines.append(f'  {s["seed"]:<8}' + ''.join(f'{s["final"][k]:>16.2f}' for k in keys))
+  lines.append(f'  {"mean":<8}' + ''.join(
+      f'{stats["mean"][k]:>9.2f} +- {stats["std"][k]:<4.2f}' for k in keys))
+  return '\n'.join(lines)
 
 
-def restore_workdir(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh,
-                    use_best: bool = True) -> tuple[nnx.GraphDef, TrainState, int]:
-  """(graphdef, state, step) of the best (else the latest) checkpoint of `workdir`.
-
-  Refuses a work directory whose config.json names another model or loss: a setting that leaves
-  the parameter shapes alone (e.g. velocity_scale) would otherwise restore and silently compute
-  something else."""
-  _check_same_model(workdir, config)
-  tx, _ = make_optimizer(config, 1)
-  graphdef, state = create_train_state(config, tx, mesh)
-  ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, best_metric=config.best_metric,
-                      async_save=False)
-  try:
-    restored = (ckpt.restore(abstract_like(state), best=True) if use_best else None) or \
-        ckpt.restore(abstract_like(state))
-  finally:
-    ckpt.close()
-  if restored is None:
-    raise TrainingError(f'no checkpoint in {workdir!r}; train first with --mode=train')
-  step, state, _ = restored
-  return graphdef, state, step
-
-
-def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, use_best: bool = True,
-                     output_dir: str | None = None) -> dict[str, Any]:
-  """--mode=eval: restores the best (else latest) checkpoint, evaluates, writes outputs.
-
-  The outputs (eval_outputs.npz, predictions, plots) go to `output_dir` when given, so that
-  evaluating a finished run another way (e.g. with test-time augmentation) keeps its own
-  results; else to `workdir`."""
-  test_time_views(config)   # a bad setting fails before the restore
-  sharding.maybe_initialize_distributed()
-  mesh = sharding.make_mesh()
-  graphdef, state, step = restore_workdir(config, workdir, mesh, use_best)  # refuses first
-  splits = datasets.load_splits(config)
-  eval_loader = datasets.make_loader(config, splits.eval, config.eval_batch_size, 'eval')
-  result = evaluate(make_eval_step(graphdef, config, mesh), state, eval_loader, mesh,
-                    config.model.num_classes, ma52=config.data.name == 'ma52')
-  if jax.process_index() == 0:
-    if output_dir:
-      os.makedirs(output_dir, exist_ok=True)
-    write_outputs(config, output_dir or workdir, result, splits)
-    print(metrics_lib.format_metrics_table(result.metrics, title=f'Evaluation (step {step})'))
-  return {'step': step, **metrics_lib.scalar_metrics(result.metrics)}
+__all__ = ['HOOK_EVENTS', 'Hook', 'RunSettings', 'TrainingError', 'check_config',
+           'train_and_evaluate']

@@ -150,8 +150,8 @@ def test_ma52_round_trip_with_body_label_and_unlabelled_test(tmp_path):
   assert sum(stats[1]['class_counts']) == 0
   train = by_id(prepare.load_split('ma52', 'train', str(tmp_path / 'tfds')))
   assert {k: int(r['body_label']) for k, r in train.items()} == {
-      '0001_01_0001': 0, '0001_01_0002': 6, '0002_01_0001': 1}
-  np.testing.assert_array_equal(train['0002_01_0001']['keypoints'], np.full((4, 28, 2), 2))
+      '0001_01_0001.mp4': 0, '0001_01_0002.mp4': 6, '0002_01_0001.mp4': 1}
+  np.testing.assert_array_equal(train['0002_01_0001.mp4']['keypoints'], np.full((4, 28, 2), 2))
   test = by_id(prepare.load_split('ma52', 'test', str(tmp_path / 'tfds')))
   assert {(int(r['label']), int(r['body_label'])) for r in test.values()} == {(-1, -1)}
 

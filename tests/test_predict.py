@@ -14,7 +14,8 @@ import pytest
 from flax import nnx
 
 from configs import smoke
-from micro_dualnet_jax import cli, export, predict, train
+from micro_dualnet_jax import cli, export, inference, predict, timeline, train
+from micro_dualnet_jax.data import recordings
 from micro_dualnet_jax.data import augment, synthetic
 from micro_dualnet_jax.data.clip import DataFormatError
 from micro_dualnet_jax.skeleton import get_layout
@@ -118,7 +119,7 @@ def test_long_recording_windows_timeline_and_shares(workdir, config, stream, inp
 
   # The timeline is the argmax of the mean window probability over the windows covering a frame.
   probs = np.zeros((len(rows), num_classes))
-  names = predict.class_names_for(config)
+  names = inference.class_names_for(config)
   for w, row in enumerate(rows):
     if row['status'] == 'ok':
       for i in range(num_classes):
@@ -170,11 +171,11 @@ def test_every_input_format_gives_the_same_result(workdir, config, inputs, tmp_p
 
 def test_majority_filter_and_window_starts():
   labels = np.array([0, 0, 0, 1, 0, 0, -1, -1, 2, 2, 1, 2, 2])
-  np.testing.assert_array_equal(predict.majority_filter(labels, 3, 3),
+  np.testing.assert_array_equal(timeline.majority_filter(labels, 3, 3),
                                 [0, 0, 0, 0, 0, 0, -1, -1, 2, 2, 2, 2, 2])
-  np.testing.assert_array_equal(predict.majority_filter(labels, 1, 3), labels)
-  np.testing.assert_array_equal(predict.window_starts(100, 32, 16), [0, 16, 32, 48, 64, 68])
-  np.testing.assert_array_equal(predict.window_starts(20, 32, 16), [0])
+  np.testing.assert_array_equal(timeline.majority_filter(labels, 1, 3), labels)
+  np.testing.assert_array_equal(timeline.window_starts(100, 32, 16), [0, 16, 32, 48, 64, 68])
+  np.testing.assert_array_equal(timeline.window_starts(20, 32, 16), [0])
   with pytest.raises(ValueError, match='stride 40 is longer than the window 32'):
     predict.PredictOptions(stride=40).resolved(smoke.get_config())
   with pytest.raises(ValueError, match='odd number of frames'):
@@ -194,12 +195,12 @@ def test_mismatched_layouts_are_refused_with_both_names(workdir, config, tmp_pat
     predict.run_predict(config, workdir, str(tmp_path / 'odd.npy'), str(tmp_path / 'o'))
   np.save(tmp_path / 'kinect.npy', np.ones((50, 25, 3), np.float32))
   with pytest.raises(DataFormatError, match="'kinect25' .* 'openpose22' .*3D and the model 2D"):
-    predict.load_recordings(tmp_path / 'kinect.npy', 'openpose22', input_layout='kinect25')
+    recordings.load_recordings(tmp_path / 'kinect.npy', 'openpose22', input_layout='kinect25')
   with open(tmp_path / 'coco.pkl', 'wb') as f:
     pickle.dump([{'frame_dir': 'x', 'label': 0, 'keypoint': frames[None, ..., :2],
                   'keypoint_score': frames[None, ..., 2]}], f)
   with pytest.raises(DataFormatError, match=r"coco.pkl \[annotation 0\].*'coco17'.*'openpose22'"):
-    predict.load_recordings(tmp_path / 'coco.pkl', 'openpose22')
+    recordings.load_recordings(tmp_path / 'coco.pkl', 'openpose22')
   # Through --mode=predict: a message and exit status 2, no traceback.
   with pytest.raises(SystemExit) as exit_info:
     cli.run('predict', config, workdir, input_path=str(tmp_path / 'coco.npy'),
@@ -237,19 +238,19 @@ def test_export_round_trip(workdir, config, stream, tmp_path):
           'preprocessing.json', 'load_exported.py'} <= set(os.listdir(tmp_path / 'export'))
   assert 'cpu' in manifest['platforms']
   assert json.loads((tmp_path / 'export' / 'labels.json').read_text()) == \
-      predict.class_names_for(config)
+      inference.class_names_for(config)
   settings = json.loads((tmp_path / 'export' / 'preprocessing.json').read_text())
   assert (settings['layout'], settings['num_frames']) == ('openpose22', 16)
 
-  live = predict.Predictor.from_workdir(workdir)
+  live = inference.Predictor.from_workdir(workdir)
   keypoints, confidence = stream
   to22 = OPENPOSE22.map_from(OPENPOSE35)
   starts = np.array([0, 100, 200, 300, 350])   # windows with and without empty frames
   windows = np.stack([keypoints[s:s + 32, to22] for s in starts])
   window_conf = np.stack([confidence[s:s + 32, to22] for s in starts])
   num_frames = np.array([32, 32, 20, 32, 9], np.int32)
-  forward = jax.jit(predict.window_forward(live.graphdef, live.layout, live.aug))
-  expected = forward(live.params, live.rest, {'keypoints': windows, 'confidence': window_conf,
+  forward = jax.jit(inference.window_forward(live.graphdef, live.layout, live.aug))
+  expected = forward(live.params, live.model_state, {'keypoints': windows, 'confidence': window_conf,
                                               'num_frames': num_frames})
   pipeline = export.load_exported(str(tmp_path / 'export'), 'pipeline')
   got = pipeline(windows, window_conf, num_frames)   # batch 5, L 32: both symbolic
@@ -262,7 +263,7 @@ def test_export_round_trip(workdir, config, stream, tmp_path):
       {'keypoints': windows, 'confidence': window_conf, 'num_frames': num_frames})
   net = jax.jit(lambda p, r, *x: nnx.merge(live.graphdef, p, r)(*x))
   for b in (2, 5):
-    logits, aux = net(live.params, live.rest, inputs['keypoints'][:b], inputs['frame_mask'][:b])
+    logits, aux = net(live.params, live.model_state, inputs['keypoints'][:b], inputs['frame_mask'][:b])
     out = model(inputs['keypoints'][:b], inputs['frame_mask'][:b])
     np.testing.assert_allclose(out['logits'], logits, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out['routing_weights'], aux['routing_weights'], atol=1e-6)
@@ -310,7 +311,7 @@ def test_window_probabilities_equal_the_model_on_hand_sliced_frames(workdir, con
   assert [int(r['start_frame']) for r in rows] == starts
   assert [int(r['end_frame']) for r in rows] == [s + window - 1 for s in starts]
 
-  predictor = predict.Predictor.from_workdir(workdir)
+  predictor = inference.Predictor.from_workdir(workdir)
   names = predictor.class_names
   batch = {'keypoints': np.zeros((len(rows), window, 22, 2), np.float32),
            'confidence': np.zeros((len(rows), window, 22), np.float32),
@@ -329,7 +330,7 @@ def test_window_probabilities_equal_the_model_on_hand_sliced_frames(workdir, con
     inputs = augment.eval_inputs(batch, predictor.layout, predictor.aug)
     return jax.nn.softmax(model(inputs['keypoints'], inputs['frame_mask'])[0], axis=-1)
 
-  expected = np.asarray(oracle(predictor.params, predictor.rest, batch))
+  expected = np.asarray(oracle(predictor.params, predictor.model_state, batch))
   checked = 0
   for w, row in enumerate(rows):
     if batch['num_frames'][w] == 0:

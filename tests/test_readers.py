@@ -344,7 +344,9 @@ def test_ma52_split_joins_list_and_pickle(tmp_path, newline, final_newline):
   write_ma52(tmp_path, 'train', entries, [entries[1], entries[2], entries[0]], newline,
              final_newline)
   clips = ma52.read_ma52_split(tmp_path, 'train')
-  assert [c.clip_id for c in clips] == ['0003_01_0002', '0003_01_0001', '0004_02_0001']
+  # Named as listed (the name the benchmark's prediction.csv carries), joined on the stem.
+  assert [c.clip_id for c in clips] == ['0003_01_0002.mp4', '0003_01_0001.mp4',
+                                        '0004_02_0001.mp4']
   assert [c.label for c in clips] == [37, 5, 51]
   assert [c.meta['body_label'] for c in clips] == [4, 1, 6]
   assert [c.meta['list_line'] for c in clips] == [1, 2, 3]
@@ -357,7 +359,7 @@ def test_ma52_test_split_is_unlabelled(tmp_path):
              [('test0001', 0), ('test0000', 0)])
   clips = ma52.read_ma52_split(tmp_path, 'test')
   assert [(c.clip_id, c.label, c.meta['body_label']) for c in clips] == [
-      ('test0000', -1, -1), ('test0001', -1, -1)]
+      ('test0000.mp4', -1, -1), ('test0001.mp4', -1, -1)]
   assert ma52.available_splits(tmp_path) == ['test']
 
 
@@ -377,20 +379,21 @@ def test_ma52_label_names(tmp_path):
 
 @pytest.mark.parametrize('entries, skeletons, match', [
     ([('a', 1), ('b', 2)], [('a', 1)],
-     r"train_list_videos.txt: line 2: clip 'b' has no skeleton in .*MA52_train.pkl"),
+     r"train_list_videos.txt: line 2: clip 'b.mp4' has no skeleton in .*MA52_train.pkl"),
     ([('a', 1)], [('a', 1), ('c', 3)],
      r"MA52_train.pkl \[annotation 1\]: skeleton 'c' has no entry in .*train_list_videos.txt"),
     ([('a', 1), ('b', 2)], [('a', 1), ('b', 3)],
-     r"train_list_videos.txt: line 2: clip 'b' has label 2, but .*MA52_train.pkl \[annotation "
+     r"train_list_videos.txt: line 2: clip 'b.mp4' has label 2, but .*MA52_train.pkl "
+     r"\[annotation "
      r'1\] says 3'),
     ([('a', 1), ('b', 2), ('a', 1)], [('a', 1), ('b', 2)],
-     r"train_list_videos.txt: line 3: duplicate clip 'a' \(first on line 1\)"),
+     r"train_list_videos.txt: line 3: duplicate clip 'a.mp4' \(first on line 1\)"),
     ([('a', 1), ('b', 2)], [('a', 1), ('b', 2), ('a', 1)],
      r"MA52_train.pkl: duplicate clip id 'a' \(entries 0 and 2\)"),
     ([('a', 1), ('b', 52)], [('a', 1), ('b', 2)],
      r'train_list_videos.txt: line 2: label 52 outside 0..51'),
     ([('a', 1), ('b', 2)], [('a', 1), ('b', 60)],
-     r"MA52_train.pkl \[annotation 1\] \(clip 'b'\): label 60 outside 0..51"),
+     r"MA52_train.pkl \[annotation 1\] \(clip 'b.mp4'\): label 60 outside 0..51"),
 ])
 def test_ma52_malformed(tmp_path, entries, skeletons, match):
   write_ma52(tmp_path, 'train', entries, skeletons)

@@ -20,8 +20,10 @@ import pytest
 
 import runs
 from configs import smoke
-from micro_dualnet_jax import sharding, train
-from micro_dualnet_jax.checkpoint import CHECKSUM_KEY, Checkpointer, abstract_like, tree_checksum
+from micro_dualnet_jax import sharding, steps, train
+from micro_dualnet_jax.rundir import RunDirError
+from micro_dualnet_jax.checkpoint import (CHECKSUMS_KEY, Checkpointer, abstract_like, state_items,
+                                          tree_checksum)
 from runs import Run
 
 STEPS = 12
@@ -77,10 +79,11 @@ def _steps(directory) -> list[int]:
 
 
 def _state_checksum(workdir, step: int) -> str:
-  """The sha256 of the whole train state (parameters, optimizer state, RNG) saved at `step`."""
+  """The sha256s of the whole train state (parameters, model RNG streams, optimizer state, step
+  and augmentation RNG) saved at `step`."""
   checkpointer = Checkpointer(str(workdir), best_metric=None, async_save=False)
   try:
-    return checkpointer.read_meta(step)[CHECKSUM_KEY]
+    return checkpointer.read_meta(step)[CHECKSUMS_KEY]
   finally:
     checkpointer.close()
 
@@ -173,11 +176,11 @@ def test_sigkill_at_three_points_then_resume_matches_uninterrupted(reference, da
 def _restore(workdir: pathlib.Path):
   config = smoke.get_config()
   mesh = sharding.make_mesh()
-  tx, _ = train.make_optimizer(config, STEPS)
-  _, state = train.create_train_state(config, tx, mesh)
+  tx, _ = steps.make_optimizer(config.optim, STEPS)
+  _, state = steps.create_train_state(config, tx, mesh)
   checkpointer = Checkpointer(str(workdir), best_metric=None, async_save=False)
   try:
-    return checkpointer.restore(abstract_like(state))
+    return checkpointer.restore(abstract_like(state_items(state)))
   finally:
     checkpointer.close()
 
@@ -191,7 +194,7 @@ def test_corrupted_latest_checkpoint_falls_back_and_says_so(reference, tmp_path,
   # a byte every 4 KiB of every data file always hits saved arrays. The previous checkpoint is used.
   workdir = tmp_path / 'bitrot'
   shutil.copytree(ref_dir / 'checkpoints', workdir / 'checkpoints')
-  for path in glob.glob(str(workdir / 'checkpoints' / str(STEPS) / 'state' / 'ocdbt.*' / 'd' /
+  for path in glob.glob(str(workdir / 'checkpoints' / str(STEPS) / '*' / 'ocdbt.*' / 'd' /
                             '*')):
     data = bytearray(pathlib.Path(path).read_bytes())
     for offset in range(len(data) // 10, len(data), 4096):
@@ -199,7 +202,7 @@ def test_corrupted_latest_checkpoint_falls_back_and_says_so(reference, tmp_path,
     pathlib.Path(path).write_bytes(data)
   step, restored, meta = _restore(workdir)
   assert step == 8 and meta['step'] == 8
-  assert tree_checksum(restored) == meta[CHECKSUM_KEY]
+  assert {k: tree_checksum(v) for k, v in restored.items()} == meta[CHECKSUMS_KEY]
   printed = capsys.readouterr().out
   assert re.search(rf'WARNING: checkpoint at step {STEPS} in \S+ is unreadable \(.+\); falling '
                    r'back to the previous one', printed), printed
@@ -208,13 +211,13 @@ def test_corrupted_latest_checkpoint_falls_back_and_says_so(reference, tmp_path,
   shutil.copytree(ref_dir / 'checkpoints', workdir / 'checkpoints')
   meta_file = workdir / 'checkpoints' / str(STEPS) / 'meta' / 'metadata'
   saved = json.loads(meta_file.read_text())
-  saved[CHECKSUM_KEY] = '0' * len(saved[CHECKSUM_KEY])
+  saved[CHECKSUMS_KEY]['opt_state'] = '0' * len(saved[CHECKSUMS_KEY]['opt_state'])
   meta_file.write_text(json.dumps(saved))
   step, _, _ = _restore(workdir)
   assert step == 8
   printed = capsys.readouterr().out
   assert re.search(rf'WARNING: checkpoint at step {STEPS} in \S+ is unreadable \(ValueError: '
-                   r'state checksum \w+ differs from the \w+ saved with it\); falling back to '
+                   r'opt_state checksum \w+ differs from the \w+ saved with it\); falling back to '
                    r'the previous one', printed), printed
 
 
@@ -241,6 +244,7 @@ def test_full_disk_fails_clearly_and_keeps_the_last_checkpoint(reference, data_d
     # A run that stopped after its checkpoint at step 4.
     shutil.copytree(ref_dir / 'checkpoints' / '4', workdir / 'checkpoints' / '4')
     shutil.copy(ref_dir / 'config.json', workdir / 'config.json')
+    shutil.copy(ref_dir / 'run.json', workdir / 'run.json')
     # A disk with no room at all: refused at the start, before any work.
     _fill(disk, 0)
     with pytest.raises(train.TrainingError, match='not writable.*No space left on device'):
@@ -268,7 +272,7 @@ def test_workdir_of_a_different_model_is_refused_by_name(reference, data_dir):
   config.data.data_dir = data_dir
   config.model.width = 24
   config.loss.mac = 'none'
-  with pytest.raises(train.TrainingError) as error:
+  with pytest.raises(RunDirError) as error:
     train.train_and_evaluate(config, str(ref_dir))
   assert 'model.width: 16 in the work directory, 24 now' in str(error.value)
   assert "loss.mac: 'infonce' in the work directory, 'none' now" in str(error.value)

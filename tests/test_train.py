@@ -12,7 +12,8 @@ import pytest
 from flax import nnx
 
 from configs import smoke
-from micro_dualnet_jax import sharding, train
+from micro_dualnet_jax import evaluate, sharding, steps, train
+from micro_dualnet_jax.rundir import RunDirError
 from micro_dualnet_jax.data import augment, datasets
 from micro_dualnet_jax.data.clip import DataFormatError
 from micro_dualnet_jax.skeleton import get_layout
@@ -60,19 +61,25 @@ def test_smoke_run_writes_every_output(data_dir, tmp_path):
   except ImportError:
     assert not (tmp_path / 'tensorboard').exists()
   # --mode=eval on the work directory reproduces the final metrics.
-  evaluated = train.evaluate_workdir(smoke_config(data_dir), str(tmp_path), use_best=False)
+  evaluated = evaluate.evaluate_workdir(str(tmp_path), checkpoint='latest')
   assert evaluated['step'] == 8
   assert evaluated['top1'] == pytest.approx(summary['final']['top1'])
   # Test-time views written elsewhere leave the run's own outputs as they were.
   before = (tmp_path / 'eval_outputs.npz').read_bytes()
-  config = smoke_config(data_dir, **{'test_time.num_clips': 2, 'test_time.flip': True})
-  with pytest.raises(ValueError, match='flip_prob'):   # the smoke set's classes are lateral
-    train.evaluate_workdir(config, str(tmp_path), use_best=False, output_dir=str(tmp_path / 'x'))
-  config.augment.flip_prob = 0.5
-  train.evaluate_workdir(config, str(tmp_path), use_best=False, output_dir=str(tmp_path / 'tta'))
+  config = smoke_config(data_dir, **{'test_time.num_clips': 2, 'test_time.flip': True,
+                                     'augment.flip_prob': 0.5})
+  # Mirrored views are refused: the run (its config.json) trained with flip_prob 0, whatever
+  # the command line's augment section says.
+  with pytest.raises(ValueError, match='flip_prob'):
+    evaluate.evaluate_workdir(str(tmp_path), config, checkpoint='latest',
+                              output_dir=str(tmp_path / 'x'))
+  assert not (tmp_path / 'x').exists()
+  config.test_time.flip = False
+  evaluate.evaluate_workdir(str(tmp_path), config, checkpoint='latest',
+                            output_dir=str(tmp_path / 'tta'))
   assert (tmp_path / 'eval_outputs.npz').read_bytes() == before
   with np.load(tmp_path / 'tta' / 'eval_outputs.npz') as outputs:
-    assert (int(outputs['test_time_clips']), bool(outputs['test_time_flip'])) == (2, True)
+    assert (int(outputs['test_time_clips']), bool(outputs['test_time_flip'])) == (2, False)
     assert outputs['logits'].shape == (24, 15)
   assert (tmp_path / 'tta' / 'predictions.csv').exists()
 
@@ -81,21 +88,21 @@ def test_test_time_views_average_and_are_mirror_invariant(data_dir):
   config = smoke_config(data_dir, **{'test_time.num_clips': 2, 'test_time.flip': True,
                                      'augment.flip_prob': 0.5})
   mesh = sharding.make_mesh(jax.devices()[:1])
-  tx, _ = train.make_optimizer(config, 10)
-  graphdef, state = train.create_train_state(config, tx, mesh)
+  tx, _ = steps.make_optimizer(config.optim, 10)
+  graphdef, state = steps.create_train_state(config, tx, mesh)
   layout = get_layout(config.model.layout)
   splits = datasets.load_splits(config)
   batch = next(datasets.make_loader(config, splits.eval, 16, 'eval').eval_batches())
   batch = {k: batch[k] for k in ('keypoints', 'confidence', 'num_frames')}
-  out = train.make_eval_step(graphdef, config, mesh)(state, batch)
+  out = steps.make_eval_step(graphdef, config, mesh)(state, batch)
   # By hand: the mean of the four views' logits; routing from the two unmirrored views.
-  model = nnx.merge(graphdef, state['params'], state['rest'])
-  aug = train.augment_config(config)
+  model = nnx.merge(graphdef, state['params'], state['model_state'])
+  aug = steps.augment_config(config)
   views = {}
   for c in (0, 1):
     for m in (False, True):
       inputs = augment.eval_inputs(batch, layout, aug, phase=(2 * c + 1, 4), mirrored=m)
-      views[c, m] = model(inputs['keypoints'], inputs['frame_mask'])
+      views[c, m] = model(inputs['keypoints'], inputs['frame_mask'], deterministic=True)
   np.testing.assert_allclose(out['logits'], sum(v[0] for v in views.values()) / 4, rtol=1e-5,
                              atol=1e-6)
   np.testing.assert_allclose(
@@ -106,22 +113,22 @@ def test_test_time_views_average_and_are_mirror_invariant(data_dir):
   flipped = dict(batch)
   flipped['keypoints'], flipped['confidence'] = augment.flip(
       jnp.asarray(batch['keypoints']), jnp.asarray(batch['confidence']), layout)
-  np.testing.assert_allclose(train.make_eval_step(graphdef, config, mesh)(state, flipped)['logits'],
+  np.testing.assert_allclose(steps.make_eval_step(graphdef, config, mesh)(state, flipped)['logits'],
                              out['logits'], rtol=1e-4, atol=1e-5)
   config.test_time.num_clips = 0
   with pytest.raises(ValueError, match='num_clips'):
-    train.make_eval_step(graphdef, config, mesh)
+    steps.make_eval_step(graphdef, config, mesh)
 
 
-def _train_steps(config, devices, batch_np, steps=2):
-  """The whole train state after `steps` steps on `batch_np`, on a mesh over `devices`."""
+def _train_steps(config, devices, batch_np, num_steps=2):
+  """The whole train state after `num_steps` steps on `batch_np`, on a mesh over `devices`."""
   mesh = sharding.make_mesh(devices)
-  tx, _ = train.make_optimizer(config, 10)
-  graphdef, state = train.create_train_state(config, tx, mesh)
-  step = train.make_train_step(graphdef, tx, config, mesh)
+  tx, _ = steps.make_optimizer(config.optim, 10)
+  graphdef, state = steps.create_train_state(config, tx, mesh)
+  step = steps.make_train_step(graphdef, tx, config, mesh)
   batch = sharding.to_global(batch_np, sharding.batch_sharding(mesh), config.batch_size)
   metrics = None
-  for _ in range(steps):
+  for _ in range(num_steps):
     state, metrics = step(state, batch)
   return jax.device_get(state), jax.device_get(metrics)
 
@@ -155,7 +162,7 @@ def test_step_on_8_devices_equals_one_device(data_dir):
   # warm-up of one step: the learning rate is 0 at step 0 and the peak at step 1.
   config = smoke_config(data_dir, **{'optim.warmup_steps': 1})
   batch = _first_batch(config)
-  init, _ = _train_steps(config, jax.devices()[:1], batch, steps=0)
+  init, _ = _train_steps(config, jax.devices()[:1], batch, num_steps=0)
   state8, metrics8 = _train_steps(config, jax.devices(), batch)
   state1, metrics1 = _train_steps(config, jax.devices()[:1], batch)
   _assert_states_close(state8, state1, init)
@@ -175,13 +182,16 @@ def test_resumed_run_equals_uninterrupted(data_dir, tmp_path):
 
 def test_refuses_workdir_of_a_different_model(data_dir, tmp_path):
   train.train_and_evaluate(smoke_config(data_dir, max_steps_per_run=1), str(tmp_path))
-  with pytest.raises(train.TrainingError, match=r'model.width: 16 in the work directory, 24 now'):
+  with pytest.raises(RunDirError, match=r'model.width: 16 in the work directory, 24 now'):
     train.train_and_evaluate(smoke_config(data_dir, **{'model.width': 24}), str(tmp_path))
-  # Evaluation (and predict/export, which restore the same way) refuses it too, also for a
-  # setting that keeps every parameter shape and would otherwise restore silently.
-  with pytest.raises(train.TrainingError, match=r'model.velocity_scale: 10.0 in the work '
-                     r'directory, 1.0 now'):
-    train.evaluate_workdir(smoke_config(data_dir, **{'model.velocity_scale': 1.0}), str(tmp_path))
+  # Evaluation reads the run's own config.json: a --config with another model is noted and
+  # ignored, also for a setting that keeps every parameter shape.
+  evaluated = evaluate.evaluate_workdir(
+      str(tmp_path), smoke_config(data_dir, **{'model.velocity_scale': 1.0}), checkpoint='latest',
+      output_dir=str(tmp_path / 'other'))
+  plain = evaluate.evaluate_workdir(str(tmp_path), checkpoint='latest',
+                                    output_dir=str(tmp_path / 'plain'))
+  assert evaluated == plain
 
 
 def test_nan_loss_stops_with_a_message_and_no_nan_checkpoint(data_dir, tmp_path):
@@ -238,7 +248,7 @@ def test_gradient_accumulation_matches_the_full_batch(data_dir):
   config = smoke_config(data_dir, **deterministic)
   batch = _first_batch(config)
   devices = jax.devices()[:1]
-  init, _ = _train_steps(config, devices, batch, steps=0)
+  init, _ = _train_steps(config, devices, batch, num_steps=0)
   state1, metrics1 = _train_steps(config, devices, batch)
   state2, metrics2 = _train_steps(smoke_config(data_dir, **deterministic,
                                                **{'optim.grad_accum': 2}), devices, batch)
@@ -296,9 +306,9 @@ def test_best_checkpoint_is_the_best_scoring_evaluation(learned_run):
   assert (summary['best']['step'], summary['best']['top1']) == (best_step, best_top1)
   # --checkpoint=best restores that step and scores what it scored during training; latest is
   # the final step.
-  best = train.evaluate_workdir(config, str(workdir), use_best=True,
-                                output_dir=str(workdir / 'eval_best'))
+  best = evaluate.evaluate_workdir(str(workdir), checkpoint='best',
+                                   output_dir=str(workdir / 'eval_best'))
   assert (best['step'], best['top1']) == (best_step, pytest.approx(best_top1))
-  latest = train.evaluate_workdir(config, str(workdir), use_best=False,
-                                  output_dir=str(workdir / 'eval_latest'))
+  latest = evaluate.evaluate_workdir(str(workdir), checkpoint='latest',
+                                     output_dir=str(workdir / 'eval_latest'))
   assert (latest['step'], latest['top1']) == (150, pytest.approx(summary['final']['top1']))

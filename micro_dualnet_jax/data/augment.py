@@ -37,8 +37,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from micro_dualnet_jax.skeleton import Layout
+from micro_dualnet_jax import validation as check
 from micro_dualnet_jax.config_utils import dataclass_kwargs
+from micro_dualnet_jax.skeleton import Layout
 
 STREAMS: tuple[str, ...] = ('joint', 'bone', 'joint_motion', 'bone_motion')
 # A scale reference at or below this is treated as absent (normalisation then keeps the scale).
@@ -73,37 +74,37 @@ class AugmentConfig:
   num_frames: int = 64
   crop_min_ratio: float = 0.5
   temporal_jitter: bool = False
-  rotation: float | tuple[float, float, float] = 0.0
+  rotation: float | tuple[float, float, float] = (10.0, 10.0, 10.0)
   scale: float = 0.1
-  shear: float = 0.0
+  shear: float = 0.05
   flip_prob: float = 0.5
-  joint_dropout: float = 0.0
+  joint_dropout: float = 0.05
   stream: str = 'joint'
   normalize: bool = True
   align_yaw: bool = False
   pad_instead_of_resample: bool = False
 
   def __post_init__(self):
-    rotation = self.rotation
-    if np.ndim(rotation) == 0:
-      rotation = (rotation,) * 3
-    if len(rotation) != 3:
-      raise ValueError(f'rotation must be a scalar or 3 angles (x, y, z), got {self.rotation!r}')
-    object.__setattr__(self, 'rotation', tuple(float(a) for a in rotation))
-    if self.num_frames < 1:
-      raise ValueError(f'num_frames must be >= 1, got {self.num_frames}')
-    if not 0.0 < self.crop_min_ratio <= 1.0:
-      raise ValueError(f'crop_min_ratio must be in (0, 1], got {self.crop_min_ratio}')
-    if not 0.0 <= self.scale < 1.0:
-      raise ValueError(f'scale must be in [0, 1), got {self.scale}')
-    if self.shear < 0.0 or any(a < 0.0 for a in self.rotation):
-      raise ValueError(f'rotation and shear must be >= 0, got {self.rotation}, {self.shear}')
-    if not 0.0 <= self.flip_prob <= 1.0:
-      raise ValueError(f'flip_prob must be in [0, 1], got {self.flip_prob}')
-    if not 0.0 <= self.joint_dropout < 1.0:
-      raise ValueError(f'joint_dropout must be in [0, 1), got {self.joint_dropout}')
-    if self.stream not in STREAMS:
-      raise ValueError(f'unknown stream {self.stream!r}; choose one of {STREAMS}')
+    with check.section('augment config'):
+      rotation = self.rotation
+      if np.ndim(rotation) == 0:
+        rotation = (rotation,) * 3
+      if len(rotation) != 3:
+        raise ValueError(f'rotation must be a number or 3 angles (x, y, z), got {self.rotation!r}')
+      for axis, angle in zip('xyz', rotation):
+        check.non_negative(f'rotation about {axis}', angle)
+      object.__setattr__(self, 'rotation', tuple(float(a) for a in rotation))
+      check.positive_int('num_frames', self.num_frames)
+      check.number_in('crop_min_ratio', self.crop_min_ratio, 0.0, 1.0, low_open=True)
+      check.boolean('temporal_jitter', self.temporal_jitter)
+      check.number_in('scale', self.scale, 0.0, 1.0, high_open=True)
+      check.non_negative('shear', self.shear)
+      check.number_in('flip_prob', self.flip_prob, 0.0, 1.0)
+      check.number_in('joint_dropout', self.joint_dropout, 0.0, 1.0, high_open=True)
+      check.one_of('stream', self.stream, STREAMS)
+      check.boolean('normalize', self.normalize)
+      check.boolean('align_yaw', self.align_yaw)
+      check.boolean('pad_instead_of_resample', self.pad_instead_of_resample)
 
   @classmethod
   def from_config(cls, config: Any) -> AugmentConfig:

@@ -175,7 +175,12 @@ class Ma52(ClipDatasetBuilder):
   """
   LAYOUT = ma52.LAYOUT
   CLASS_NAMES = ma52.MA52_CLASSES
-  EXTRA_FEATURES = ('body_label',)
+  EXTRA_FEATURES = ('body_label', 'list_line')
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {**RELEASE_NOTES,
+                   '1.1.0': "clip_id is the video name as listed ('test0000.mp4'), the name the "
+                            "benchmark's prediction.csv must carry; list_line, the clip's line "
+                            "in the list file, orders the submission's rows."}
   DESCRIPTION = 'MA-52: 52 micro-actions of seated interviewees, official OpenPose skeletons.'
   HOMEPAGE = 'https://github.com/VUT-HFUT/Micro-Action'
   CITATION = """@article{guo2024benchmarking,

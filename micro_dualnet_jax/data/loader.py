@@ -39,13 +39,15 @@ class Loader:
     seed: shuffle seed (training order).
     process_index, process_count: this process and the number of processes.
     num_classes: when given, labels are checked against it.
+    unlabelled: whether label -1 (an unlabelled clip, e.g. a withheld test set) is accepted
+      (evaluation); training needs labels.
     name: used in error messages (e.g. 'nwucla/train').
   """
 
   def __init__(self, source: Sequence[Mapping[str, Any]], *, global_batch_size: int,
                max_frames: int, num_joints: int, coord_dims: int, seed: int = 0,
                process_index: int = 0, process_count: int = 1, num_classes: int | None = None,
-               name: str = 'data'):
+               unlabelled: bool = False, name: str = 'data'):
     if global_batch_size % process_count:
       raise ValueError(f'batch_size {global_batch_size} is not divisible by the '
                        f'{process_count} processes')
@@ -55,7 +57,7 @@ class Loader:
     self.global_batch_size = global_batch_size
     self.local_batch_size = global_batch_size // process_count
     self.max_frames, self.num_joints, self.coord_dims = max_frames, num_joints, coord_dims
-    self.seed, self.num_classes = seed, num_classes
+    self.seed, self.num_classes, self.unlabelled = seed, num_classes, unlabelled
     self.process_index, self.process_count = process_index, process_count
 
   def __len__(self) -> int:
@@ -82,9 +84,12 @@ class Loader:
           f'(T, {self.num_joints}, {self.coord_dims}) (model.layout)')
     if keypoints.shape[0] == 0:
       raise DataFormatError(f'{where}: empty clip')
-    if self.num_classes is not None and not 0 <= label < self.num_classes:
+    if self.num_classes is not None and not 0 <= label < self.num_classes and not (
+        label == -1 and self.unlabelled):
       raise DataFormatError(f'{where}: label {label} outside 0..{self.num_classes - 1} '
-                            f'(model.num_classes = {self.num_classes})')
+                            f'(model.num_classes = {self.num_classes})'
+                            + ('; an unlabelled clip (-1) cannot be trained on' if label == -1
+                               else ''))
     n = keypoints.shape[0]
     if n > self.max_frames:  # uniform subsampling keeps the whole clip
       take = (np.arange(self.max_frames) * n) // self.max_frames

@@ -17,44 +17,21 @@ import pathlib
 import numpy as np
 
 from micro_dualnet_jax.data.clip import Clip, DataFormatError
+from micro_dualnet_jax.data.ma52_classes import (
+    MA52_ACTION_TO_BODY, MA52_BODY_GROUPS, MA52_CLASSES, NUM_BODY_CLASSES, NUM_CLASSES,
+    ma52_body_label)
 from micro_dualnet_jax.data.readers._common import check_unique
 from micro_dualnet_jax.data.readers.pyskl import annotation_to_clip, load_pyskl
 
-MA52_CLASSES: tuple[str, ...] = (
-    'shaking body', 'sitting straightly', 'shrugging', 'turning around', 'rising up',
-    'bowing head', 'head up', 'tilting head', 'turning head', 'nodding', 'shaking head',
-    'scratching arms', 'playing objects', 'putting hands together', 'rubbing hands',
-    'pointing oneself', 'clenching fist', 'stretching arms', 'retracting arms', 'waving',
-    'spreading hands', 'hands touching fingers', 'other finger movements',
-    'illustrative gestures', 'shaking legs', 'curling legs', 'spread legs', 'closing legs',
-    'crossing legs', 'stretching feet', 'retracting feet', 'tiptoe',
-    'scratching or touching neck', 'scratching or touching chest',
-    'scratching or touching back', 'scratching or touching shoulder', 'arms akimbo',
-    'crossing arms', 'playing or tidying hair', 'scratching or touching hindbrain',
-    'scratching or touching forehead', 'scratching or touching face', 'rubbing eyes',
-    'touching nose', 'touching ears', 'covering face', 'covering mouth', 'pushing glasses',
-    'patting legs', 'touching legs', 'scratching legs', 'scratching feet')
-NUM_CLASSES = len(MA52_CLASSES)
-MA52_BODY_GROUPS: tuple[str, ...] = (
-    'body', 'head', 'upper limb', 'lower limb', 'body-hand', 'head-hand', 'leg-hand')
-NUM_BODY_CLASSES = len(MA52_BODY_GROUPS)
-# First action index of each body group (Section 2); group g spans [start[g], start[g + 1]).
-_BODY_GROUP_STARTS = (0, 5, 11, 24, 32, 38, 48)
-# (52,) int64: action index -> body group index, for vectorised use (metrics).
-MA52_ACTION_TO_BODY: np.ndarray = np.searchsorted(
-    np.asarray(_BODY_GROUP_STARTS), np.arange(NUM_CLASSES), side='right') - 1
+__all__ = ['MA52_ACTION_TO_BODY', 'MA52_BODY_GROUPS', 'MA52_CLASSES', 'NUM_BODY_CLASSES',
+           'NUM_CLASSES', 'LAYOUT', 'ma52_body_label', 'read_label_names', 'read_list_file',
+           'read_ma52_split', 'class_names', 'available_splits']
+
 LAYOUT = 'openpose28'
 SPLIT_PREFIXES: dict[str, str] = {'train': 'train', 'validation': 'val', 'test': 'test'}
 UNLABELLED_SPLITS = ('test',)
 
 PathLike = str | os.PathLike[str]
-
-
-def ma52_body_label(action: int) -> int:
-  """Body-level group (0..6, names in MA52_BODY_GROUPS) of an action index (0..51)."""
-  if not 0 <= action < NUM_CLASSES:
-    raise ValueError(f'MA-52 action label {action} outside 0..{NUM_CLASSES - 1}')
-  return int(MA52_ACTION_TO_BODY[action])
 
 
 def _stem(name: str) -> str:
@@ -65,7 +42,8 @@ def read_list_file(path: PathLike) -> list[tuple[str, int, int]]:
   """Reads `<split>_list_videos.txt`.
 
   Returns:
-    (clip id = file name without `.mp4`, label, 1-based line number) per line, in file order.
+    (clip id = the file name as listed, e.g. 'test0000.mp4', label, 1-based line number) per
+    line, in file order. The clip id is what the benchmark's prediction.csv must name.
   """
   path = pathlib.Path(path)
   if not path.is_file():
@@ -85,15 +63,16 @@ def read_list_file(path: PathLike) -> list[tuple[str, int, int]]:
       raise DataFormatError(f'{path}: line {i}: label {parts[1]!r} is not an integer') from None
     if not 0 <= label < NUM_CLASSES:
       raise DataFormatError(f'{path}: line {i}: label {label} outside 0..{NUM_CLASSES - 1}')
-    entries.append((_stem(parts[0]), label, i))
+    entries.append((parts[0], label, i))
   if not entries:
     raise DataFormatError(f'{path}: the list file is empty')
   seen: dict[str, int] = {}
   for clip_id, _, line in entries:
-    if clip_id in seen:
+    if _stem(clip_id) in seen:
       raise DataFormatError(
-          f'{path}: line {line}: duplicate clip {clip_id!r} (first on line {seen[clip_id]})')
-    seen[clip_id] = line
+          f'{path}: line {line}: duplicate clip {clip_id!r} (first on line '
+          f'{seen[_stem(clip_id)]})')
+    seen[_stem(clip_id)] = line
   return entries
 
 
@@ -139,8 +118,8 @@ def read_ma52_split(root: PathLike, split: str) -> list[Clip]:
   and the pickle must agree (not checked for the test split, whose labels are placeholders).
 
   Returns:
-    Clips with meta['body_label'] (derived from the action label; -1 for the test split),
-    meta['list_line'] and meta['split'].
+    Clips named as in the list file (clip_id 'test0000.mp4'), with meta['body_label'] (derived
+    from the action label; -1 for the test split), meta['list_line'] and meta['split'].
   """
   if split not in SPLIT_PREFIXES:
     raise ValueError(f'unknown MA-52 split {split!r}; expected one of {list(SPLIT_PREFIXES)}')
@@ -153,17 +132,17 @@ def read_ma52_split(root: PathLike, split: str) -> list[Clip]:
   ids = [_stem(str(a.get('frame_dir', ''))) for a in annotations]
   check_unique(ids, str(pkl_path))
   by_id = {clip_id: i for i, clip_id in enumerate(ids)}
-  listed = {clip_id for clip_id, _, _ in entries}
+  listed = {_stem(clip_id) for clip_id, _, _ in entries}
   for i, clip_id in enumerate(ids):
     if clip_id not in listed:
       raise DataFormatError(
           f'{pkl_path} [annotation {i}]: skeleton {clip_id!r} has no entry in {list_path}')
   clips = []
   for clip_id, label, line in entries:
-    if clip_id not in by_id:
+    if _stem(clip_id) not in by_id:
       raise DataFormatError(
           f'{list_path}: line {line}: clip {clip_id!r} has no skeleton in {pkl_path}')
-    i = by_id[clip_id]
+    i = by_id[_stem(clip_id)]
     clip = annotation_to_clip(
         {**annotations[i], 'frame_dir': clip_id}, layout=LAYOUT,
         source=f'{pkl_path} [annotation {i}]', num_classes=NUM_CLASSES, labelled=labelled)

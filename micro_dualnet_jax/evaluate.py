@@ -1,0 +1,238 @@
+"""Evaluation: one pass over the eval split, its metrics, and the files a run directory gets.
+
+The training loop calls `evaluate` and `write_outputs` at its evaluation points; `--mode=eval`
+(`evaluate_workdir`) reads the run's own config.json, restores its parameters alone
+(`inference.restore_model`) and never imports the training loop.
+
+An unlabelled split (every label -1: the MA-52 test split, a challenge test set) is scored
+without metrics: the predictions and the submission file (`submission.py`) are written, and the
+result says `labelled: False`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from micro_dualnet_jax import inference, report, sharding, steps, submission
+from micro_dualnet_jax import metrics as metrics_lib
+from micro_dualnet_jax.data import datasets
+from micro_dualnet_jax.data.clip import DataFormatError
+from micro_dualnet_jax.data.loader import Loader
+from micro_dualnet_jax.rundir import (EVAL_METRICS_FILE, EVAL_OUTPUTS_FILE, METRICS_FILE,
+                                      RunDir, RunDirError, seed_dir_name)
+
+
+@dataclasses.dataclass
+class EvalResult:
+  """One model's scores on an eval split, in source order.
+
+  metrics: scalars + confusion matrix (None for an unlabelled split); logits (N, num_classes);
+  routing_weights (N, K, 2); labels (N,) (-1 everywhere when unlabelled); indices (N,) source
+  indices.
+  """
+  metrics: dict[str, Any] | None
+  logits: np.ndarray
+  routing_weights: np.ndarray
+  labels: np.ndarray
+  indices: np.ndarray
+
+  @property
+  def labelled(self) -> bool:
+    return self.metrics is not None
+
+  def scalars(self) -> dict[str, Any]:
+    """The scalar metrics, or {'labelled': False, 'num_clips': N}."""
+    if self.metrics is None:
+      return {'labelled': False, 'num_clips': int(len(self.labels))}
+    return metrics_lib.scalar_metrics(self.metrics)
+
+
+def evaluate(eval_step, state: Any, loader: Loader, mesh: jax.sharding.Mesh, num_classes: int,
+             *, ma52: bool = False, num_seeds: int | None = None
+             ) -> EvalResult | list[EvalResult]:
+  """One pass over `loader`'s split; every clip counted exactly once (padding rows dropped).
+  num_classes: C, checked against the logits.
+
+  num_seeds: the eval step has a seeds axis (`steps.make_eval_step(seeds_axis=True)`): one
+  result per seed.
+  """
+  batch_sharding = sharding.batch_sharding(mesh)
+  seeds = num_seeds or 1
+  keep: dict[str, list] = {'logits': [], 'routing_weights': [], 'labels': [], 'indices': []}
+  for batch in loader.eval_batches():
+    out = eval_step(state, sharding.to_global(batch, batch_sharding, loader.global_batch_size))
+    logits = sharding.fetch_global(out['logits'])
+    routing = sharding.fetch_global(out['routing_weights'])
+    if num_seeds is None:
+      logits, routing = logits[None], routing[None]
+    host = {k: sharding.fetch_global(v) for k, v in sharding.to_global(
+        {k: batch[k] for k in ('label', 'weight', 'index')}, batch_sharding,
+        loader.global_batch_size).items()} if jax.process_count() > 1 else batch
+    valid = host['weight'] > 0
+    keep['logits'].append(logits[:, valid])
+    keep['routing_weights'].append(routing[:, valid])
+    keep['labels'].append(host['label'][valid])
+    keep['indices'].append(host['index'][valid])
+  arrays = {k: np.concatenate(v, axis=1 if k in ('logits', 'routing_weights') else 0)
+            for k, v in keep.items()}
+  if len(arrays['indices']) != len(loader):
+    raise RuntimeError(f'evaluation saw {len(arrays["indices"])} clips, the split has '
+                       f'{len(loader)}')
+  if arrays['logits'].shape[-1] != num_classes:
+    raise ValueError(f'the model gives {arrays["logits"].shape[-1]} classes, expected '
+                     f'{num_classes}')
+  labels = arrays['labels']
+  unlabelled = labels < 0
+  if unlabelled.any() and not unlabelled.all():
+    raise DataFormatError(f'{loader.name}: {int(unlabelled.sum())} of {len(labels)} clips are '
+                          'unlabelled (label -1); a split is either labelled or not')
+  results = []
+  for s in range(seeds):
+    metrics = None
+    if not unlabelled.any():
+      score = metrics_lib.ma52_metrics if ma52 else metrics_lib.classification_metrics
+      metrics = score(arrays['logits'][s], labels)
+    results.append(EvalResult(metrics, arrays['logits'][s], arrays['routing_weights'][s],
+                              labels, arrays['indices']))
+  return results if num_seeds is not None else results[0]
+
+
+def in_release_order(result: EvalResult, splits: datasets.Splits) -> EvalResult:
+  """`result` with its clips in the order of the released list file, where the dataset keeps
+  one (MA-52's `list_line`): the order the benchmark's prediction.csv must have."""
+  if not len(result.indices) or 'list_line' not in splits.eval[int(result.indices[0])]:
+    return result
+  order = np.argsort([int(splits.eval[int(i)]['list_line']) for i in result.indices],
+                     kind='stable')
+  return dataclasses.replace(result, logits=result.logits[order],
+                             routing_weights=result.routing_weights[order],
+                             labels=result.labels[order], indices=result.indices[order])
+
+
+def write_outputs(config: ml_collections.ConfigDict, folder: str, result: EvalResult,
+                  splits: datasets.Splits, summary: dict[str, Any] | None = None, *,
+                  verbose: bool = True) -> None:
+  """Predictions, the submission file (+ zip), eval_outputs.npz, eval_metrics.json, plots,
+  and summary.json when given, into `folder` (process 0). Rows are in the released order
+  (`in_release_order`), else the split's."""
+  os.makedirs(folder, exist_ok=True)
+  result = in_release_order(result, splits)
+  probs = metrics_lib.softmax(result.logits)
+  clip_ids = [splits.clip_id(splits.eval, i) for i in result.indices]
+  submission.write_run_outputs(config.data.name, folder, clip_ids, probs,
+                               result.labels if result.labelled else None)
+  views = steps.test_time_config(config)
+  np.savez_compressed(os.path.join(folder, EVAL_OUTPUTS_FILE), logits=result.logits,
+                      routing_weights=result.routing_weights, labels=result.labels,
+                      clip_ids=np.asarray(clip_ids, dtype=str), eval_split=config.data.eval_split,
+                      test_time_clips=views.num_clips, test_time_flip=views.flip)
+  with open(os.path.join(folder, EVAL_METRICS_FILE), 'w') as f:
+    json.dump(result.scalars(), f, indent=2)
+  if summary is not None:
+    RunDir(folder).write_summary(summary)
+  if verbose:
+    if result.labelled:
+      print(metrics_lib.format_metrics_table(result.metrics, title='Evaluation'))
+    else:
+      print(f'{config.data.name}/{config.data.eval_split} is unlabelled ({len(result.labels)} '
+            'clips): no metrics; predictions and the submission file are written', flush=True)
+  entity_names = list(steps.model_config(config).entity_names)
+  try:
+    if os.path.exists(os.path.join(folder, METRICS_FILE)):
+      report.plot_training_curves(os.path.join(folder, METRICS_FILE),
+                                  os.path.join(folder, 'training_curves.png'))
+    if result.labelled:
+      report.plot_confusion_matrix(result.metrics['confusion_matrix'], splits.class_names,
+                                   os.path.join(folder, 'confusion_matrix.png'))
+    report.plot_routing_weights(result.routing_weights, entity_names,
+                                os.path.join(folder, 'routing_weights.png'),
+                                class_names=splits.class_names if result.labelled else None,
+                                labels=result.labels if result.labelled else None)
+  except ValueError as error:   # a plot must never cost the run its results
+    logging.warning('plotting failed: %s', error)
+
+
+# The command-line settings --mode=eval takes over the run's own: how to score, not what model.
+EVAL_SETTINGS = ('test_time', 'eval_batch_size', 'data.eval_split', 'data.data_dir',
+                 'data.manual_dir')
+
+
+def eval_config(trained: ml_collections.ConfigDict,
+                given: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
+  """The run's config with EVAL_SETTINGS taken from the command line's `given` config."""
+  config = ml_collections.ConfigDict(trained.to_dict())
+  if given is None:
+    return config
+  for key in EVAL_SETTINGS:
+    *parents, leaf = key.split('.')
+    source, target = given, config
+    for part in parents:
+      source, target = source[part], target[part]
+    if leaf in source:
+      value = source[leaf]
+      target[leaf] = value.to_dict() if hasattr(value, 'to_dict') else value
+  return config
+
+
+def evaluate_workdir(workdir: str, config: ml_collections.ConfigDict | None = None, *,
+                     checkpoint: str = 'best', output_dir: str | None = None,
+                     verbose: bool = True) -> dict[str, Any]:
+  """--mode=eval: scores the best (checkpoint='best', else the latest) or the latest
+  checkpoint of `workdir` on its eval split and writes the outputs.
+
+  The model, loss and augmentation are the run's (config.json); from `config` (the command
+  line's) only EVAL_SETTINGS are taken. The outputs go to `output_dir` when given, so that
+  scoring a finished run another way (e.g. with test-time views) keeps its own results; else to
+  the run directory. A run of several seeds is scored seed by seed (`<output>/seed_<s>/`), with
+  the mean and standard deviation over them. A missing work directory is refused and nothing is
+  created.
+  """
+  run = RunDir(workdir)
+  if run.kind == 'seeds':
+    per_seed = {}
+    for seed, seed_run in zip(run.seeds(), run.seed_runs()):
+      per_seed[seed] = evaluate_workdir(
+          seed_run.path, config, checkpoint=checkpoint, verbose=verbose,
+          output_dir=os.path.join(output_dir, seed_dir_name(seed)) if output_dir else None)
+    return {'seeds': per_seed, **seed_statistics(list(per_seed.values()))}
+  trained = inference.run_config(run, config, verbose=verbose)
+  settings = eval_config(trained, config)
+  steps.test_time_config(settings)        # a bad setting fails before anything is read
+  sharding.maybe_initialize_distributed()
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(settings.eval_batch_size, mesh, 'eval_batch_size')
+  model = inference.restore_model(run, which=checkpoint, mesh=mesh, config=settings)
+  splits = datasets.load_eval_split(settings)
+  loader = datasets.make_loader(settings, splits.eval, settings.eval_batch_size, 'eval')
+  result = evaluate(steps.make_eval_step(model.graphdef, settings, mesh), model.state, loader,
+                    mesh, settings.model.num_classes, ma52=settings.data.name == 'ma52')
+  if jax.process_index() == 0:
+    folder = output_dir or run.path
+    write_outputs(settings, folder, result, splits, verbose=verbose)
+    if verbose:
+      print(f'evaluated checkpoint step {model.step} ({model.which}) of {run.path}: {folder}',
+            flush=True)
+  return {'step': model.step, 'checkpoint': model.which, **result.scalars()}
+
+
+def seed_statistics(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+  """{'mean': {metric: m}, 'std': {metric: s}} over seeds, for every numeric metric they share
+  (std: the sample standard deviation, ddof 1; 0 for one seed)."""
+  keys = [k for k, v in results[0].items() if isinstance(v, (int, float))
+          and not isinstance(v, bool) and all(k in r for r in results)]
+  values = {k: np.array([float(r[k]) for r in results]) for k in keys}
+  return {'mean': {k: float(v.mean()) for k, v in values.items()},
+          'std': {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()}}
+
+
+__all__ = ['EvalResult', 'EVAL_SETTINGS', 'RunDirError', 'eval_config', 'evaluate',
+           'evaluate_workdir', 'seed_statistics', 'write_outputs']

@@ -1,0 +1,207 @@
+"""The trained-run contract: what a work directory holds, and the one way to read it back.
+
+Training writes a run directory; evaluation, prediction, export and ensembling read it through
+`RunDir` only, so none of them imports the training loop. A run directory holds:
+
+  run.json            {"format": "micro_dualnet_jax.run", "format_version": 2, "kind": "run",
+                       "seed": s, "package_version": ...}
+  config.json         the resolved run config (every section, as trained)
+  checkpoints/<step>/ the last checkpoints; best/<step>/ the best one (`checkpoint.py`)
+  metrics.jsonl       one JSON line per log and evaluation point
+  summary.json        final and best metrics, step, wall time, parameter checksum (when done)
+  eval_outputs.npz    logits, routing weights, labels, clip ids of the eval split
+  eval_metrics.json, predictions.csv, the challenge submission (+ .zip), PNG plots
+
+A run of several seeds (`--config.num_seeds=N`) is a directory of kind "seeds": run.json lists the
+seeds, config.json is the config as given, summary.json holds each seed's summary and the mean
+and standard deviation of every metric over the seeds, and `seed_<s>/` is the complete run
+directory of seed s, which every mode accepts as if it had been trained alone.
+
+`format_version` changes when a directory written by an older version can no longer be read;
+such a directory (or one without run.json, written before the format was recorded) is refused
+by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+
+FORMAT = 'micro_dualnet_jax.run'
+FORMAT_VERSION = 2
+RUN_FILE = 'run.json'
+CONFIG_FILE = 'config.json'
+SUMMARY_FILE = 'summary.json'
+METRICS_FILE = 'metrics.jsonl'
+EVAL_OUTPUTS_FILE = 'eval_outputs.npz'
+EVAL_METRICS_FILE = 'eval_metrics.json'
+PREDICTIONS_FILE = 'predictions.csv'
+CHECKPOINTS_DIR = 'checkpoints'
+BEST_DIR = 'best'
+SEED_PREFIX = 'seed_'
+# Config sections that define what a checkpoint computes: a run directory holding another value
+# of any of them is a different model.
+MODEL_SECTIONS = ('model', 'loss')
+
+
+class RunDirError(ValueError):
+  """A work directory that cannot be used as asked (missing, another model, older format)."""
+
+
+def seed_dir_name(seed: int) -> str:
+  return f'{SEED_PREFIX}{seed}'
+
+
+def jsonable(value: Any) -> Any:
+  """`value` as it reads back from JSON (tuples -> lists, unknown types -> str)."""
+  return json.loads(json.dumps(value, default=str))
+
+
+def config_dict(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
+  return jsonable(config.to_dict() if hasattr(config, 'to_dict') else config)
+
+
+def config_differences(old: dict[str, Any], new: ml_collections.ConfigDict | dict[str, Any],
+                       sections: Sequence[str] = MODEL_SECTIONS) -> list[str]:
+  """'section.key: old in the work directory, new now' for every value that differs."""
+  new = config_dict(new)
+  diffs = []
+  for section in sections:
+    before, now = old.get(section, {}) or {}, new.get(section, {}) or {}
+    for key in sorted(set(before) | set(now)):
+      if before.get(key) != now.get(key):
+        diffs.append(f'{section}.{key}: {before.get(key)!r} in the work directory, '
+                     f'{now.get(key)!r} now')
+  return diffs
+
+
+def _write_json(path: str, value: Any) -> None:
+  """Written whole, then renamed: another process may be reading the old file."""
+  with open(path + '.tmp', 'w') as f:
+    json.dump(value, f, indent=2)
+  os.replace(path + '.tmp', path)
+
+
+def _read_json(path: str) -> Any:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as error:
+    raise RunDirError(f'{path} is not valid JSON ({error}); the work directory is damaged') \
+        from None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+  """A work directory, read and written by the rules of the module docstring."""
+  path: str
+
+  def file(self, name: str) -> str:
+    return os.path.join(self.path, name)
+
+  # ------------------------------------------------------------------- what is there
+
+  def exists(self) -> bool:
+    """Whether training has written this directory (its run.json or, older, config.json)."""
+    return os.path.isfile(self.file(RUN_FILE)) or os.path.isfile(self.file(CONFIG_FILE))
+
+  def run_info(self) -> dict[str, Any]:
+    """run.json, checked: a missing directory, an older or unknown format raise RunDirError."""
+    if not self.exists():
+      what = 'does not exist' if not os.path.exists(self.path) else 'holds no trained run'
+      raise RunDirError(f'work directory {self.path!r} {what} (no {RUN_FILE}); train first '
+                        'with --mode=train')
+    if not os.path.isfile(self.file(RUN_FILE)):
+      raise RunDirError(
+          f'work directory {self.path!r} was written by an older micro_dualnet_jax (before '
+          f'work-directory format {FORMAT_VERSION}: no {RUN_FILE}, checkpoints without the '
+          "model's dropout RNG state); this version cannot resume or read it: train again "
+          'into a new --workdir')
+    info = _read_json(self.file(RUN_FILE))
+    version = info.get('format_version') if isinstance(info, dict) else None
+    if not isinstance(info, dict) or info.get('format') != FORMAT or version != FORMAT_VERSION:
+      raise RunDirError(
+          f'{self.file(RUN_FILE)}: work-directory format {version!r} of '
+          f'{info.get("package_version") if isinstance(info, dict) else "?"}; this version '
+          f'reads format {FORMAT_VERSION}: use the micro_dualnet_jax that wrote it, or train '
+          'again into a new --workdir')
+    return info
+
+  @property
+  def kind(self) -> str:
+    return self.run_info()['kind']
+
+  def seeds(self) -> list[int]:
+    info = self.run_info()
+    return list(info['seeds']) if info['kind'] == 'seeds' else [int(info['seed'])]
+
+  def seed_runs(self) -> list[RunDir]:
+    """The run directory of each seed: seed_<s>/ for a run of several seeds, else itself."""
+    if self.kind != 'seeds':
+      return [self]
+    return [RunDir(self.file(seed_dir_name(s))) for s in self.seeds()]
+
+  def require_single_run(self, mode: str) -> None:
+    """Refuses a directory of several seeds where one trained model is needed."""
+    if self.kind == 'seeds':
+      names = ', '.join(os.path.join(self.path, seed_dir_name(s)) for s in self.seeds())
+      raise RunDirError(f'{self.path!r} holds a run of {len(self.seeds())} seeds; --mode={mode} '
+                        f'takes one of them: {names}')
+
+  # ------------------------------------------------------------------- config
+
+  def config(self) -> ml_collections.ConfigDict:
+    """The run's config.json as a ConfigDict."""
+    self.run_info()
+    value = _read_json(self.file(CONFIG_FILE))
+    if not isinstance(value, dict):
+      raise RunDirError(f'{self.file(CONFIG_FILE)} does not hold a config')
+    return ml_collections.ConfigDict(value)
+
+  def raw_config(self) -> dict[str, Any] | None:
+    """config.json as written (any format), None when there is none."""
+    path = self.file(CONFIG_FILE)
+    return _read_json(path) if os.path.isfile(path) else None
+
+  def check_same_model(self, config: ml_collections.ConfigDict | dict[str, Any]) -> None:
+    """Refuses `config` if the directory holds a run with other model or loss settings (a
+    setting that keeps every parameter shape, e.g. velocity_scale, would otherwise restore and
+    silently compute something else)."""
+    old = self.raw_config()
+    if old is None:
+      return
+    diffs = config_differences(old, config)
+    if diffs:
+      raise RunDirError(f'work directory {self.path!r} holds a run with a different model: '
+                        + '; '.join(diffs) + '. Use a new --workdir or the old config.')
+
+  def write(self, config: ml_collections.ConfigDict, *, kind: str, seeds: Sequence[int],
+            package_version: str) -> None:
+    """Creates the directory (if needed) and writes run.json and config.json."""
+    os.makedirs(self.path, exist_ok=True)
+    info: dict[str, Any] = {'format': FORMAT, 'format_version': FORMAT_VERSION, 'kind': kind,
+                            'package_version': package_version}
+    if kind == 'seeds':
+      info['seeds'] = list(seeds)
+    else:
+      (info['seed'],) = seeds
+    _write_json(self.file(CONFIG_FILE), config_dict(config))
+    _write_json(self.file(RUN_FILE), info)
+
+  # ------------------------------------------------------------------- results
+
+  def summary(self) -> dict[str, Any] | None:
+    path = self.file(SUMMARY_FILE)
+    return _read_json(path) if os.path.isfile(path) else None
+
+  def write_summary(self, summary: dict[str, Any]) -> None:
+    _write_json(self.file(SUMMARY_FILE), summary)
+
+  def has_checkpoint(self) -> bool:
+    folder = self.file(CHECKPOINTS_DIR)
+    return os.path.isdir(folder) and any(p.isdigit() for p in os.listdir(folder))
