@@ -1,0 +1,277 @@
+"""The run lifecycle through main.py and the public entry points: a finished run rerun, every
+refused command leaving the work directory as it was, evaluation of a run from its own
+config.json, and the challenge submissions of unlabelled test splits."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pathlib
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from configs import ma52 as ma52_config
+from configs import imigue as imigue_config
+from configs import smoke
+from micro_dualnet_jax import evaluate, train
+from micro_dualnet_jax.data import synthetic
+from micro_dualnet_jax.rundir import RunDirError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TIMEOUT_S = 300   # hang protection only
+
+
+def main_py(*args: str) -> subprocess.CompletedProcess:
+  """python main.py args (one host device), output captured; killed after TIMEOUT_S."""
+  env = {**os.environ, 'XLA_FLAGS': ''}
+  return subprocess.run([sys.executable, 'main.py', *args], cwd=ROOT, env=env, text=True,
+                        capture_output=True, timeout=TIMEOUT_S, check=False)
+
+
+def snapshot(folder: pathlib.Path) -> dict[str, bytes] | None:
+  """Every file under `folder` with its bytes (None when the folder does not exist)."""
+  if not folder.exists():
+    return None
+  return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob('*'))
+          if p.is_file()}
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+@pytest.fixture(scope='module')
+def finished(data_dir, tmp_path_factory):
+  """A finished smoke run made by main.py."""
+  workdir = tmp_path_factory.mktemp('finished') / 'run'
+  done = main_py('--config=configs/smoke.py', f'--workdir={workdir}',
+                 f'--config.data.data_dir={data_dir}')
+  assert done.returncode == 0, done.stdout + done.stderr
+  return workdir
+
+
+def test_rerun_of_a_finished_run_prints_its_summary_and_exits_0(finished, data_dir):
+  before = snapshot(finished)
+  again = main_py('--config=configs/smoke.py', f'--workdir={finished}',
+                  f'--config.data.data_dir={data_dir}')
+  assert again.returncode == 0, again.stderr
+  assert 'already holds this run, finished at step 8' in again.stdout
+  assert snapshot(finished) == before           # metrics.jsonl included: no line appended
+  # A raised step budget trains on from the last checkpoint.
+  longer = finished.parent / 'longer'
+  shutil.copytree(finished, longer)
+  more = main_py('--config=configs/smoke.py', f'--workdir={longer}',
+                 f'--config.data.data_dir={data_dir}', '--config.num_train_steps=10')
+  assert more.returncode == 0, more.stderr
+  assert 'Resuming from checkpoint at step 8' in more.stdout
+  steps_logged = [line for line in (longer / 'metrics.jsonl').read_text().splitlines()
+                  if '"train_loss"' in line]
+  assert len(steps_logged) == 5                  # 2, 4, 6, 8, 10: one record per step
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config.model.width=24'], 'model.width: 16 in the work directory, 24 now'),
+    (['--config.model.width=-3'], 'invalid model config: width must be a positive integer, '
+                                  'got -3'),
+    (['--config.model.widht=3'], '--config: .*widht'),
+    (['--config.optim.learning_rate=-1.0'], 'invalid optim config: learning_rate must be a '
+                                            'number > 0, got -1.0'),
+    (['--config.num_seeds=2'], r'holds a run of seeds \[0\]; this config trains seeds \[0, 1\]'),
+    (['--config.test_time.num_clips=0'], 'num_clips must be a positive integer, got 0'),
+])
+def test_a_refused_command_leaves_the_work_directory_as_it_was(finished, data_dir, args,
+                                                               message):
+  before = snapshot(finished)
+  refused = main_py('--config=configs/smoke.py', f'--workdir={finished}',
+                    f'--config.data.data_dir={data_dir}', *args)
+  assert refused.returncode == 2, refused.stdout + refused.stderr
+  assert refused.stderr.count('\n') == 1 and refused.stderr.startswith('error: '), \
+      refused.stderr
+  assert re.search(message, refused.stderr), refused.stderr
+  assert 'Traceback' not in refused.stderr + refused.stdout
+  assert snapshot(finished) == before
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config=configs/smok.py'], '--config: .*configs/smok.py'),
+    (['--config=configs/smoke.py', '--config.model.widht=3'], '--config: .*widht'),
+    (['--config=configs/smoke.py', '--config.batch_size=0'],
+     'invalid run config: batch_size must be a positive integer, got 0'),
+    (['--config=configs/imigue.py', '--config.data.manual_dir=/nonexistent/imigue'],
+     '/nonexistent/imigue'),
+    (['--mode=eval'], 'does not exist'),
+    (['--mode=predict', '--input=x.npy'], 'does not exist'),
+    (['--mode=export'], 'does not exist'),
+])
+def test_a_refused_command_creates_no_work_directory(tmp_path, data_dir, args, message):
+  workdir = tmp_path / 'new' / 'run'
+  data = [f'--config.data.data_dir={data_dir}'] if args[0].startswith('--config=') else []
+  refused = main_py(*args, *data, f'--workdir={workdir}')
+  assert refused.returncode == 2, refused.stdout + refused.stderr
+  assert re.search(message, refused.stderr), refused.stderr
+  assert refused.stderr.startswith('error: ') and 'Traceback' not in refused.stderr
+  if 'manual_dir' not in ' '.join(args):     # a missing dataset adds where to get it
+    assert refused.stderr.count('\n') == 1, refused.stderr
+  assert not (tmp_path / 'new').exists()
+
+
+def test_eval_batch_size_is_refused_before_step_1(finished, data_dir, tmp_path):
+  config = smoke.get_config()
+  config.data.data_dir = data_dir
+  config.eval_batch_size = 12                 # the tests run on 8 host devices
+  with pytest.raises(ValueError, match='eval_batch_size 12 is not divisible by the 8 devices'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+  before = snapshot(finished)
+  config.num_train_steps = 10                 # a budget that would train on
+  with pytest.raises(ValueError, match='eval_batch_size 12 is not divisible by the 8 devices'):
+    train.train_and_evaluate(config, str(finished))
+  assert snapshot(finished) == before
+
+
+def test_eval_reads_the_runs_own_config(finished, tmp_path):
+  """--mode=eval without --config: the model and data come from config.json."""
+  done = main_py('--mode=eval', f'--workdir={finished}', '--checkpoint=latest',
+                 f'--output={tmp_path / "eval"}')
+  assert done.returncode == 0, done.stderr
+  summary = json.loads((finished / 'summary.json').read_text())
+  result = json.loads(done.stdout.strip().splitlines()[-1])
+  assert result['step'] == 8 and result['top1'] == pytest.approx(summary['final']['top1'])
+
+
+# ----------------------------------------------------------------------------- submissions
+
+
+def _openpose28_clips(n: int, seed: int) -> list:
+  return synthetic.generate_split('test', num_clips=n, seed=seed, layout='openpose28')
+
+
+def write_ma52_release(root: pathlib.Path, splits: dict[str, list[str]]) -> None:
+  """MA-52 as released: `<split>_list_videos.txt` ('<name>.mp4 <label>', CRLF) and
+  `MA52_<split>.pkl` (a bare PYSKL list), skeletons in another order than the list."""
+  root.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(0)
+  for prefix, names in splits.items():
+    labels = [0] * len(names) if prefix == 'test' else list(rng.integers(0, 52, len(names)))
+    (root / f'{prefix}_list_videos.txt').write_bytes(
+        '\r\n'.join(f'{n}.mp4 {label}' for n, label in zip(names, labels)).encode())
+    clips = _openpose28_clips(len(names), seed=len(prefix))
+    annotations = [{'frame_dir': n, 'label': int(label), 'total_frames': clip.num_frames,
+                    'img_shape': (1080, 1920), 'keypoint': clip.keypoints[None],
+                    'keypoint_score': clip.confidence[None]}
+                   for n, label, clip in zip(names, labels, clips)]
+    with open(root / f'MA52_{prefix}.pkl', 'wb') as f:
+      pickle.dump(annotations[::-1], f)
+
+
+def _tiny(config, manual_dir, data_dir):
+  config.data.manual_dir = str(manual_dir)
+  config.data.data_dir = data_dir
+  config.data.max_frames = 48
+  for key, value in dict(num_frames=16, width=16, num_heads=2, spatial_layers=1,
+                         temporal_layers=1, mlp_ratio=2).items():
+    config.model[key] = value
+  config.batch_size = config.eval_batch_size = 8
+  config.num_epochs, config.num_train_steps = 0, 4
+  config.optim.warmup_steps = 1
+  config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps = 2, 0, 4
+  config.async_checkpoints = False
+  return config
+
+
+def fine2coarse(action: int) -> int:
+  """The MAC 2025 starter kit's mapping (submit/generate.py), written out independently."""
+  return next(g for g, last in enumerate((4, 10, 23, 31, 37, 47, 51)) if action <= last)
+
+
+def test_ma52_test_split_submission_from_the_released_format(tmp_path, capsys):
+  names = {'train': [f'00{i:02d}_01_0001' for i in range(24)],
+           'val': [f'01{i:02d}_01_0001' for i in range(8)],
+           'test': [f'test{i:04d}' for i in (3, 0, 7, 1, 2, 6, 5, 4, 9, 8)]}   # list order
+  write_ma52_release(tmp_path / 'ma52', names)
+  config = _tiny(ma52_config.get_config(), tmp_path / 'ma52', str(tmp_path / 'tfds'))
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(config, str(workdir))
+  config.data.eval_split = 'test'
+  out = tmp_path / 'test_eval'
+  result = evaluate.evaluate_workdir(str(workdir), config, output_dir=str(out))
+  assert result['labelled'] is False and result['num_clips'] == 10 and 'top1' not in result
+  assert 'unlabelled (10 clips): no metrics' in capsys.readouterr().out
+  with open(out / 'prediction.csv', newline='') as f:
+    rows = list(csv.reader(f))
+  assert rows[0] == ['vid', *(f'action_pred_{i}' for i in range(1, 6)),
+                     *(f'body_pred_{i}' for i in range(1, 6))]
+  assert [r[0] for r in rows[1:]] == [f'{n}.mp4' for n in names['test']]
+  for row in rows[1:]:
+    actions, bodies = [int(v) for v in row[1:6]], [int(v) for v in row[6:]]
+    assert len(set(actions)) == 5 and all(0 <= a < 52 for a in actions)
+    assert bodies == [fine2coarse(a) for a in actions]
+  with zipfile.ZipFile(out / 'prediction.zip') as archive:
+    assert archive.namelist() == ['prediction.csv']
+    assert archive.read('prediction.csv') == (out / 'prediction.csv').read_bytes()
+  # The action ranking is the model's: top-1 of prediction.csv = argmax of its logits.
+  with np.load(out / 'eval_outputs.npz') as outputs:
+    assert [int(r[1]) for r in rows[1:]] == list(outputs['logits'].argmax(1))
+    assert (outputs['labels'] == -1).all()
+
+
+def write_imigue_processed(root: pathlib.Path, prefix: str, n: int, labels) -> list[str]:
+  """iMiGUE processed arrays: `<prefix>_data.npy` (N, 3, T, 22, 1) + `<prefix>_label.pkl`."""
+  root.mkdir(parents=True, exist_ok=True)
+  clips = synthetic.generate_split('test', num_clips=n, seed=len(prefix), layout='openpose22')
+  t = max(c.num_frames for c in clips)
+  data = np.zeros((n, 3, t, 22, 1), np.float32)
+  for i, clip in enumerate(clips):
+    data[i, :2, :clip.num_frames, :, 0] = np.moveaxis(clip.keypoints, -1, 0)
+    data[i, 2, :clip.num_frames, :, 0] = clip.confidence
+  names = [f'{prefix}{i:02d}_{i % 3}' for i in range(n)]
+  np.save(root / f'{prefix}_data.npy', data)
+  with open(root / f'{prefix}_label.pkl', 'wb') as f:
+    pickle.dump((names, list(labels)), f)
+  return names
+
+
+@pytest.mark.parametrize('labelled', [True, False])
+def test_imigue_submission_csv_and_its_zip(tmp_path, labelled):
+  rng = np.random.default_rng(1)
+  write_imigue_processed(tmp_path / 'imigue', 'train', 24, rng.integers(0, 32, 24))
+  test_names = write_imigue_processed(tmp_path / 'imigue', 'test', 10,
+                                      rng.integers(0, 32, 10) if labelled else [-1] * 10)
+  config = _tiny(imigue_config.get_config(), tmp_path / 'imigue', str(tmp_path / 'tfds'))
+  workdir = tmp_path / 'run'
+  summary = train.train_and_evaluate(config, str(workdir))
+  assert ('top1' in summary['final']) == labelled
+  lines = (workdir / 'Submission.csv').read_text().splitlines()
+  with np.load(workdir / 'eval_outputs.npz') as outputs:
+    expected = [f'{n},{p}' for n, p in zip(outputs['clip_ids'], outputs['logits'].argmax(1))]
+  assert lines == expected and sorted(n for n, _ in (l.split(',') for l in lines)) == sorted(
+      test_names)
+  with zipfile.ZipFile(workdir / 'Submission.zip') as archive:
+    assert archive.namelist() == ['Submission.csv']
+    assert archive.read('Submission.csv') == (workdir / 'Submission.csv').read_bytes()
+
+
+def test_ensemble_and_eval_refuse_a_run_of_several_seeds_by_name(tmp_path, data_dir):
+  config = smoke.get_config()
+  config.data.data_dir = data_dir
+  config.num_seeds = 2
+  config.num_train_steps = 2
+  train.train_and_evaluate(config, str(tmp_path / 'seeds'))
+  from micro_dualnet_jax import ensemble, inference  # pylint: disable=g-import-not-at-top
+  with pytest.raises(RunDirError, match=r'holds a run of 2 seeds; --mode=ensemble takes one of '
+                                        r'them: .*seed_0, .*seed_1'):
+    ensemble.load_run(str(tmp_path / 'seeds'))
+  with pytest.raises(RunDirError, match='holds a run of 2 seeds'):
+    inference.restore_model(str(tmp_path / 'seeds'))
+  # Each seed folder is a run of its own.
+  assert inference.restore_model(str(tmp_path / 'seeds' / 'seed_1')).step == 2
+  ensemble.load_run(str(tmp_path / 'seeds' / 'seed_1'))
