@@ -86,7 +86,7 @@ def _host_batch(config: ml_collections.ConfigDict, batch_size: int, seed: int = 
 
 
 def bench_train(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, peak_gflops: float,
-                steps: int, warmup: int, profile: bool) -> dict[str, Any]:
+                num_steps: int, warmup: int, profile: bool) -> dict[str, Any]:
   """Compile time, steady throughput and FLOP/s of `steps.make_train_step` at config's batch."""
   batch_size = int(config.batch_size)
   sharding.check_batch_size(batch_size, mesh)
@@ -105,7 +105,7 @@ def bench_train(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, peak
     jax.block_until_ready(metrics)
   times = []
   usage_start = resource.getrusage(resource.RUSAGE_SELF)
-  for _ in range(steps):
+  for _ in range(num_steps):
     t0 = time.perf_counter()
     state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
@@ -128,9 +128,10 @@ def bench_train(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, peak
       'fraction_of_practical_peak': round(achieved / peak_gflops, 4),
       'final_loss': float(metrics['loss']), 'peak_rss_mb': common.peak_rss_mb(),
       # Per timed step: kernel time and page faults show allocator cost (first-touch zeroing).
-      'cpu_user_s_per_step': round((usage_end.ru_utime - usage_start.ru_utime) / steps, 3),
-      'cpu_sys_s_per_step': round((usage_end.ru_stime - usage_start.ru_stime) / steps, 3),
-      'minor_page_faults_per_step': round((usage_end.ru_minflt - usage_start.ru_minflt) / steps),
+      'cpu_user_s_per_step': round((usage_end.ru_utime - usage_start.ru_utime) / num_steps, 3),
+      'cpu_sys_s_per_step': round((usage_end.ru_stime - usage_start.ru_stime) / num_steps, 3),
+      'minor_page_faults_per_step': round(
+          (usage_end.ru_minflt - usage_start.ru_minflt) / num_steps),
   }
   if profile:
     holder = {'state': state}

@@ -24,8 +24,9 @@ def get_config() -> ml_collections.ConfigDict:
   # num_train_steps > 0 overrides num_epochs; max_steps_per_run > 0: checkpoint and exit after
   # this many steps (scheduler time slots).
 
-  # mac_projection follows loss.mac (steps.model_config).
-  config.model = ml_collections.ConfigDict(field_defaults(ModelConfig, exclude=('mac_projection',)))
+  # mac_projection and path_heads follow loss.mac (steps.model_config).
+  config.model = ml_collections.ConfigDict(field_defaults(
+      ModelConfig, exclude=('mac_projection', 'path_heads')))
   config.model.entities = ml_collections.FieldReference(None, field_type=tuple)
   config.loss = ml_collections.ConfigDict(field_defaults(LossConfig))
 

@@ -1,6 +1,14 @@
 """Training losses (docs/method.md, "Training objective").
 
-  total = CE(logits, labels; label smoothing) + lambda * MAC(z_st, z_ts)
+  total = CE(logits, labels; label smoothing) + lambda * MAC
+
+MAC (mutual action consistency between the two paths), `LossConfig.mac`:
+  'infonce'  the paper's: symmetric InfoNCE between the paths' projected entity features
+             (`mac_infonce`);
+  'kl'       each path classifies on its own (a linear head on its pooled features, trained with
+             the same CE) and the two predictions are pulled together by a symmetric KL
+             divergence (`mac_kl`);
+  'none'     no consistency term.
 
 Every loss takes optional per-sample weights (B,) so padded samples of a partial batch count for
 nothing: a weight-0 sample is neither an anchor nor a negative.
@@ -17,12 +25,12 @@ import jax.numpy as jnp
 from micro_dualnet_jax import validation as check
 from micro_dualnet_jax.config_utils import dataclass_kwargs
 
-MAC_KINDS = ('infonce', 'none')
+MAC_KINDS = ('infonce', 'kl', 'none')
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-  """label_smoothing: CE smoothing; mac: 'infonce' | 'none'; mac_weight: lambda;
+  """label_smoothing: CE smoothing; mac: 'infonce' | 'kl' | 'none'; mac_weight: lambda;
   mac_temperature: InfoNCE temperature."""
   label_smoothing: float = 0.1
   mac: str = 'infonce'
@@ -90,6 +98,24 @@ def mac_infonce(z_st: jax.Array, z_ts: jax.Array, *, temperature: float = 0.1,
   return 0.5 * (_weighted_mean(loss_st, row_weights) + _weighted_mean(loss_ts, row_weights))
 
 
+def mac_kl(logits_st: jax.Array, logits_ts: jax.Array, labels: jax.Array, *,
+           label_smoothing: float = 0.0, weights: jax.Array | None = None) -> jax.Array:
+  """The 'kl' MAC: per-path CE plus the symmetric KL between the paths' predictions.
+
+  logits_st, logits_ts (B, N) from the per-path heads; with p, q their softmaxes,
+    MAC = 1/2 [CE(p) + CE(q)] + 1/2 [KL(p || q) + KL(q || p)].
+  The CE keeps each head a classifier (without it both could agree on the uniform guess).
+  """
+  ce = 0.5 * (cross_entropy(logits_st, labels, label_smoothing=label_smoothing, weights=weights)
+              + cross_entropy(logits_ts, labels, label_smoothing=label_smoothing,
+                              weights=weights))
+  log_p = jax.nn.log_softmax(logits_st.astype(jnp.float32), axis=-1)
+  log_q = jax.nn.log_softmax(logits_ts.astype(jnp.float32), axis=-1)
+  p, q = jnp.exp(log_p), jnp.exp(log_q)
+  kl = jnp.sum(p * (log_p - log_q), axis=-1) + jnp.sum(q * (log_q - log_p), axis=-1)
+  return ce + 0.5 * _weighted_mean(kl, weights)
+
+
 def total_loss(logits: jax.Array, aux: Mapping[str, jax.Array], labels: jax.Array,
                config: LossConfig, *, weights: jax.Array | None = None
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -100,6 +126,11 @@ def total_loss(logits: jax.Array, aux: Mapping[str, jax.Array], labels: jax.Arra
       raise ValueError("mac='infonce' needs a dual-path model with mac_projection=True")
     mac = mac_infonce(aux['mac_st'], aux['mac_ts'], temperature=config.mac_temperature,
                       weights=weights)
+  elif config.mac == 'kl':
+    if 'path_logits_st' not in aux:
+      raise ValueError("mac='kl' needs a dual-path model with path_heads=True")
+    mac = mac_kl(aux['path_logits_st'], aux['path_logits_ts'], labels,
+                 label_smoothing=config.label_smoothing, weights=weights)
   else:
     mac = jnp.zeros((), jnp.float32)
   loss = ce + config.mac_weight * mac

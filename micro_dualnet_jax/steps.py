@@ -109,9 +109,11 @@ class TestTimeConfig:
 
 
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
-  """ModelConfig from config.model; the MAC projection exists iff a MAC loss is on."""
+  """ModelConfig from config.model; the MAC projection exists iff the InfoNCE MAC is on, the
+  per-path heads iff the 'kl' MAC is."""
   return ModelConfig.from_dict({**config.model.to_dict(),
-                                'mac_projection': config.loss.mac != 'none'})
+                                'mac_projection': config.loss.mac == 'infonce',
+                                'path_heads': config.loss.mac == 'kl'})
 
 
 def augment_config(config: ml_collections.ConfigDict) -> augment.AugmentConfig:

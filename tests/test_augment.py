@@ -400,6 +400,42 @@ def test_2d_rotation_is_in_plane_and_scale_shear_ranges():
   assert 0.18 < np.abs(h[:, 0, 1]).max() <= 0.2
 
 
+def test_drop_axis_zeroes_one_axis_of_a_whole_clip():
+  layout = get_layout('kinect20')
+  x = jnp.ones((200, 8, 20, 3), jnp.float32)
+  conf = jnp.ones((200, 8, 20), jnp.float32)
+  cfg = AugmentConfig(**{**NO_SPATIAL, 'drop_axis_prob': 0.5})
+  dx, dconf = augment.augment(jax.random.key(0), x, conf, layout, cfg)
+  dx = np.asarray(dx)
+  zero_axes = (dx == 0).all(axis=(1, 2))                      # (B, C): axis zero everywhere
+  assert set(zero_axes.sum(1)) == {0, 1}                      # none or exactly one axis
+  assert np.all((dx == 0) == zero_axes[:, None, None, :])     # nothing else changes
+  assert abs(zero_axes.any(1).mean() - 0.5) < 0.1 and zero_axes.sum(0).min() > 0
+  np.testing.assert_array_equal(dconf, conf)                   # the joints stay present
+
+
+def test_drop_joints_removes_a_block_of_joints_over_a_run_of_frames():
+  layout = get_layout('kinect20')
+  x = jnp.ones((100, 32, 20, 3), jnp.float32)
+  conf = jnp.ones((100, 32, 20), jnp.float32)
+  cfg = AugmentConfig(num_frames=32, **{**NO_SPATIAL, 'drop_joints_prob': 0.5,
+                                        'drop_joints_count': (4, 12),
+                                        'drop_joints_frames': (16, 32)})
+  dx, dconf = augment.augment(jax.random.key(1), x, conf, layout, cfg)
+  dropped = np.asarray(dconf) == 0
+  np.testing.assert_array_equal(np.asarray(dx)[dropped], 0.0)
+  hit = dropped.any(axis=(1, 2))
+  assert 0.35 < hit.mean() < 0.65
+  for clip in dropped[hit]:
+    frames, joints = clip.any(axis=1), clip.any(axis=0)
+    assert 4 <= joints.sum() <= 12 and 16 <= frames.sum() <= 32
+    run = np.flatnonzero(frames)
+    assert run[-1] - run[0] + 1 == len(run)                   # consecutive frames
+    assert np.all(clip == frames[:, None] & joints[None, :])  # the same joints in each
+  with pytest.raises(ValueError, match='drop_joints_count must be'):
+    AugmentConfig(drop_joints_count=(5, 2))
+
+
 def test_joint_dropout_rate_and_whole_clip():
   layout = get_layout('kinect25')
   x = jnp.ones((64, 4, 25, 3), jnp.float32)

@@ -71,3 +71,35 @@ def test_total_loss_combines_with_lambda():
     total_loss(logits, {}, labels, LossConfig())
   with pytest.raises(ValueError, match="mac must be one of"):
     LossConfig(mac='kl2')
+
+
+def test_kl_mac_is_the_per_path_ce_plus_the_symmetric_kl():
+  from scipy.special import log_softmax  # pylint: disable=g-import-not-at-top
+  from micro_dualnet_jax.losses import mac_kl  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+  labels = np.array([0, 2, 1, 1])
+  la, lb = log_softmax(a, axis=-1), log_softmax(b, axis=-1)
+  ce = 0.5 * (-la[np.arange(4), labels].mean() - lb[np.arange(4), labels].mean())
+  kl = (np.exp(la) * (la - lb)).sum(-1) + (np.exp(lb) * (lb - la)).sum(-1)
+  expected = ce + 0.5 * kl.mean()
+  got = mac_kl(jnp.asarray(a), jnp.asarray(b), jnp.asarray(labels))
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  # Identical predictions: the KL part is 0.
+  np.testing.assert_allclose(mac_kl(jnp.asarray(a), jnp.asarray(a), jnp.asarray(labels)),
+                             -la[np.arange(4), labels].mean(), rtol=1e-5)
+
+
+def test_kl_mac_runs_through_the_model_heads():
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from micro_dualnet_jax import MicroDualNet, ModelConfig  # pylint: disable=g-import-not-at-top
+  config = ModelConfig(width=16, num_heads=2, spatial_layers=1, temporal_layers=1, mlp_ratio=2,
+                       num_frames=8, num_classes=5, mac_projection=False, path_heads=True)
+  model = MicroDualNet(config, rngs=nnx.Rngs(0))
+  model.eval()
+  logits, aux = model(jnp.ones((2, 8, 22, 3)))
+  assert aux['path_logits_st'].shape == aux['path_logits_ts'].shape == (2, 5)
+  loss, parts = total_loss(logits, aux, jnp.array([0, 1]), LossConfig(mac='kl'))
+  assert np.isfinite(loss) and parts['mac'] > 0
+  with pytest.raises(ValueError, match='path_heads=True'):
+    total_loss(logits, {}, jnp.array([0, 1]), LossConfig(mac='kl'))

@@ -174,6 +174,29 @@ def test_config_errors_name_the_value():
     build(config)(*random_inputs(config, frames=30))
 
 
+def test_joint_features_are_the_named_parts_in_order():
+  layout = get_layout('kinect20')
+  rng = np.random.default_rng(0)
+  keypoints = jnp.asarray(np.concatenate([rng.normal(size=(2, 5, 20, 3)),
+                                          np.ones((2, 5, 20, 1))], -1).astype(np.float32))
+  mask = jnp.ones((2, 5))
+  def feats(names):
+    embedding = EntityEmbedding(layout, None, 16, 8, joint_features=names, rngs=nnx.Rngs(0))
+    return np.asarray(embedding.joint_features(keypoints, mask))
+  index = np.array(get_layout('kinect20').entity_index_table()[0])
+  mask_j = np.array(get_layout('kinect20').entity_index_table()[1])
+  position = feats(('position',)).reshape(2, 5, 6, index.shape[1], 3)
+  np.testing.assert_allclose(position, np.asarray(keypoints)[..., :3][:, :, index]
+                             * mask_j[None, None, :, :, None], atol=1e-6)
+  both = feats(('position', 'confidence')).reshape(2, 5, 6, index.shape[1], 4)
+  np.testing.assert_allclose(both[..., :3], position, atol=1e-6)
+  np.testing.assert_allclose(both[..., 3], mask_j[None, None].repeat(2, 0).repeat(5, 1))
+  default = feats(('center', 'root', 'velocity', 'confidence'))
+  assert default.shape[-1] == index.shape[1] * 10
+  with pytest.raises(ValueError, match='joint_features must be distinct names'):
+    ModelConfig(joint_features=('position', 'speed'))
+
+
 @pytest.mark.parametrize('scale', [1.0, 10.0])
 def test_velocity_features_are_scaled_frame_differences(scale):
   layout = get_layout('openpose22')

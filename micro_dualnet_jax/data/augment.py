@@ -63,6 +63,12 @@ class AugmentConfig:
     shear: every off-diagonal entry of the shear matrix is drawn uniformly in [-shear, shear].
     flip_prob: probability of a horizontal flip (x mirrored, left/right joints swapped).
     joint_dropout: probability that a joint is missing for a whole clip.
+    drop_axis_prob: probability that one coordinate axis (drawn uniformly) of a clip is zeroed
+      in every frame (SkateFormer's drop-axis).
+    drop_joints_prob: probability that a clip loses a block of joints for a run of frames:
+      `drop_joints_count` = (lo, hi) joints, drawn uniformly, missing over (lo, hi) consecutive
+      sampled frames (`drop_joints_frames`, capped at T) from a random start (SkateFormer's
+      drop-joint).
     stream: one of STREAMS.
     normalize: root-centre and scale-normalise every clip (see `normalize`).
     align_yaw: after normalising, turn every 3D clip about the vertical axis so the body's
@@ -79,6 +85,10 @@ class AugmentConfig:
   shear: float = 0.05
   flip_prob: float = 0.5
   joint_dropout: float = 0.05
+  drop_axis_prob: float = 0.0
+  drop_joints_prob: float = 0.0
+  drop_joints_count: tuple[int, int] = (4, 12)
+  drop_joints_frames: tuple[int, int] = (16, 32)
   stream: str = 'joint'
   normalize: bool = True
   align_yaw: bool = False
@@ -101,6 +111,15 @@ class AugmentConfig:
       check.non_negative('shear', self.shear)
       check.number_in('flip_prob', self.flip_prob, 0.0, 1.0)
       check.number_in('joint_dropout', self.joint_dropout, 0.0, 1.0, high_open=True)
+      check.number_in('drop_axis_prob', self.drop_axis_prob, 0.0, 1.0)
+      check.number_in('drop_joints_prob', self.drop_joints_prob, 0.0, 1.0)
+      for name in ('drop_joints_count', 'drop_joints_frames'):
+        value = tuple(getattr(self, name))
+        if len(value) != 2 or not all(isinstance(v, int) and v >= 1 for v in value) or \
+            value[0] > value[1]:
+          raise ValueError(f'{name} must be (lo, hi) integers with 1 <= lo <= hi, got '
+                           f'{getattr(self, name)!r}')
+        object.__setattr__(self, name, value)
       check.one_of('stream', self.stream, STREAMS)
       check.boolean('normalize', self.normalize)
       check.boolean('align_yaw', self.align_yaw)
@@ -110,8 +129,9 @@ class AugmentConfig:
   def from_config(cls, config: Any) -> AugmentConfig:
     """Builds the config from an ml_collections ConfigDict or a mapping; unknown keys raise."""
     values = dataclass_kwargs(cls, config, 'augmentation settings')
-    if isinstance(values.get('rotation'), list):
-      values['rotation'] = tuple(values['rotation'])
+    for key in ('rotation', 'drop_joints_count', 'drop_joints_frames'):
+      if isinstance(values.get(key), list):
+        values[key] = tuple(values[key])
     return cls(**values)
 
 
@@ -401,7 +421,8 @@ def augment(
     key: jax.Array, keypoints: jax.Array, confidence: jax.Array, layout: Layout,
     cfg: AugmentConfig
 ) -> tuple[jax.Array, jax.Array]:
-  """Training-time spatial augmentation, per clip: flip, affine map, joint dropout.
+  """Training-time spatial augmentation, per clip: flip, affine map, joint dropout, drop-axis,
+  drop-joint (`AugmentConfig`).
 
   Flip, rotation, scale and shear act about the origin: in the pipeline they follow `normalize`,
   so they act about the body root (with normalize=False the data should already be centred). Each
@@ -418,7 +439,7 @@ def augment(
     The augmented (keypoints, confidence), same shapes; dropped joints have both set to 0.
   """
   k_flip, k_affine, k_drop = jax.random.split(key, 3)
-  batch_size, _, num_joints, coord_dims = keypoints.shape
+  batch_size, num_frames, num_joints, coord_dims = keypoints.shape
   if cfg.flip_prob > 0:
     do_flip = jax.random.bernoulli(k_flip, cfg.flip_prob, (batch_size,))
     flipped, flipped_conf = flip(keypoints, confidence, layout)
@@ -433,6 +454,28 @@ def augment(
     keep = jax.random.bernoulli(k_drop, 1.0 - cfg.joint_dropout, (batch_size, num_joints))
     keypoints = keypoints * keep[:, None, :, None]
     confidence = confidence * keep[:, None, :]
+  # fold_in, not more splits: configs without these steps keep their random streams.
+  if cfg.drop_axis_prob > 0:
+    k_on, k_axis = jax.random.split(jax.random.fold_in(key, 3))
+    on = jax.random.bernoulli(k_on, cfg.drop_axis_prob, (batch_size,))
+    axis = _uniform_int(k_axis, jnp.full((batch_size,), coord_dims))
+    zero = on[:, None] & (jnp.arange(coord_dims)[None] == axis[:, None])      # (B, C)
+    keypoints = jnp.where(zero[:, None, None, :], 0.0, keypoints)
+  if cfg.drop_joints_prob > 0:
+    k_on, k_n, k_len, k_start, k_order = jax.random.split(jax.random.fold_in(key, 4), 5)
+    on = jax.random.bernoulli(k_on, cfg.drop_joints_prob, (batch_size,))
+    lo, hi = (min(v, num_joints) for v in cfg.drop_joints_count)
+    count = lo + _uniform_int(k_n, jnp.full((batch_size,), hi - lo + 1))
+    f_lo, f_hi = (min(v, num_frames) for v in cfg.drop_joints_frames)
+    length = f_lo + _uniform_int(k_len, jnp.full((batch_size,), f_hi - f_lo + 1))
+    start = _uniform_int(k_start, num_frames - length + 1)
+    rank = jnp.argsort(jax.random.uniform(k_order, (batch_size, num_joints)), axis=1)
+    joints = jnp.argsort(rank, axis=1) < count[:, None]                        # (B, V)
+    t = jnp.arange(num_frames)[None]
+    frames = (t >= start[:, None]) & (t < (start + length)[:, None])           # (B, T)
+    drop = on[:, None, None] & frames[:, :, None] & joints[:, None, :]          # (B, T, V)
+    keypoints = jnp.where(drop[..., None], 0.0, keypoints)
+    confidence = jnp.where(drop, 0.0, confidence)
   return keypoints, confidence
 
 

@@ -10,6 +10,20 @@ from micro_dualnet_jax import validation as check
 from micro_dualnet_jax.config_utils import dataclass_kwargs
 from micro_dualnet_jax.skeleton import get_layout
 
+JOINT_FEATURES = ('center', 'root', 'position', 'velocity', 'confidence')
+
+
+def check_joint_features(features: Any) -> tuple[str, ...]:
+  """A non-empty tuple of distinct names from JOINT_FEATURES, in the given order."""
+  if isinstance(features, str) or not features:
+    raise ValueError(f'joint_features must be a non-empty sequence of {JOINT_FEATURES}, got '
+                     f'{features!r}')
+  features = tuple(features)
+  if any(f not in JOINT_FEATURES for f in features) or len(set(features)) != len(features):
+    raise ValueError(f'joint_features must be distinct names from {JOINT_FEATURES}, got '
+                     f'{features!r}')
+  return features
+
 PATHS = ('dual', 'st', 'ts')
 FUSIONS = ('routing', 'static', 'mean')
 DTYPES = ('float32', 'bfloat16')
@@ -35,10 +49,14 @@ class ModelConfig:
       logits) | 'mean' (0.5 / 0.5).
     router_temperature: tau in softmax(R_k(.) / tau).
     global_token: whether the global token feeds the head.
-    mac_projection: whether the model holds the MAC projection (needed by the MAC loss; a run
-      config sets it from `loss.mac`).
+    mac_projection: whether the model holds the MAC projection (needed by the InfoNCE MAC loss;
+      a run config sets it from `loss.mac`).
+    path_heads: whether each path has its own classifier head (needed by the 'kl' MAC loss; a
+      run config sets it from `loss.mac`).
     velocity_scale: factor on the frame-difference input features (EntityEmbedding), so that
       motion reaches the first layer at the scale of position.
+    joint_features: the per-joint input features of the entity embedding, from 'center',
+      'root', 'position', 'velocity', 'confidence' (`EntityEmbedding`).
     dtype: compute dtype, 'float32' or 'bfloat16' (parameters, the loss and the optimizer stay
       float32).
   """
@@ -57,7 +75,9 @@ class ModelConfig:
   router_temperature: float = 1.0
   global_token: bool = True
   mac_projection: bool = True
+  path_heads: bool = False
   velocity_scale: float = 10.0
+  joint_features: tuple[str, ...] = ('center', 'root', 'velocity', 'confidence')
   dtype: str = 'float32'
 
   def __post_init__(self):
@@ -88,19 +108,23 @@ class ModelConfig:
       check.positive('router_temperature', self.router_temperature)
       check.boolean('global_token', self.global_token)
       check.boolean('mac_projection', self.mac_projection)
+      check.boolean('path_heads', self.path_heads)
       check.positive('velocity_scale', self.velocity_scale)
+      object.__setattr__(self, 'joint_features', check_joint_features(self.joint_features))
       check.one_of('dtype', self.dtype, DTYPES)
-      if self.mac_projection and self.paths != 'dual':
-        raise ValueError(
-            f'mac_projection=True needs both paths, got paths={self.paths!r}: set '
-            "mac_projection=False (in a run config, loss.mac='none')")
+      for name in ('mac_projection', 'path_heads'):
+        if getattr(self, name) and self.paths != 'dual':
+          raise ValueError(
+              f'{name}=True needs both paths, got paths={self.paths!r}: set {name}=False (in a '
+              "run config, loss.mac='none')")
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> 'ModelConfig':
     """Builds from a dict or `ml_collections.ConfigDict`; unknown keys are refused by name."""
     values = dataclass_kwargs(cls, values, 'model config keys')
-    if isinstance(values.get('entities'), list):
-      values['entities'] = tuple(values['entities'])
+    for key in ('entities', 'joint_features'):
+      if isinstance(values.get(key), list):
+        values[key] = tuple(values[key])
     return cls(**values)
 
   @property

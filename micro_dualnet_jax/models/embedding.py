@@ -13,6 +13,7 @@ import numpy as np
 from flax import nnx
 
 from micro_dualnet_jax import validation as check
+from micro_dualnet_jax.models.config import check_joint_features
 from micro_dualnet_jax.models.transformer import token_dense
 from micro_dualnet_jax.skeleton import Layout, get_layout
 
@@ -89,17 +90,27 @@ class PerEntityLinear(nnx.Module):
     return y + self.bias[...].astype(self.dtype)
 
 
+DEFAULT_JOINT_FEATURES = ('center', 'root', 'velocity', 'confidence')
+
+
 class EntityEmbedding(nnx.Module):
   """Body-part tokens from keypoints: X (B, T, K, D).
 
   Per entity k and frame t, its joints (padded to the largest entity J, with a joint mask) give
-  per joint: position relative to the entity centre (C), relative to the body root (C), velocity
-  s * (x_t - x_{t-1}) (C, zero at the first frame and wherever either end is missing) and
-  confidence (1). Between sampled frames a joint moves ~10x less than its spread around the
-  root, so s = `velocity_scale` (default 10) brings motion to the scale of position; at s = 1 the
-  rest-pose motion classes of the synthetic set stay near chance (README.md, Measured results).
-  The J * (3C + 1) features go through a per-entity MLP (PerEntityLinear, GELU, PerEntityLinear);
-  a learned entity embedding (K, D) and temporal position embedding (T, D) are added.
+  per joint the `joint_features`, from
+    'center'     position relative to the entity centre (C);
+    'root'       position relative to the body root of the same frame (C);
+    'position'   the position itself (C): after the pipeline's normalisation, relative to the
+                 clip's first root, so where the body is in the clip (locomotion) shows;
+    'velocity'   s * (x_t - x_{t-1}) (C, zero at the first frame and wherever either end is
+                 missing);
+    'confidence' the joint confidence (1).
+  The default is ('center', 'root', 'velocity', 'confidence'), J * (3C + 1) features. Between
+  sampled frames a joint moves ~10x less than its spread around the root, so s =
+  `velocity_scale` (default 10) brings motion to the scale of position; at s = 1 the rest-pose
+  motion classes of the synthetic set stay near chance (docs/method.md). The features go through
+  a per-entity MLP (PerEntityLinear, GELU, PerEntityLinear); a learned entity embedding (K, D)
+  and temporal position embedding (T, D) are added.
 
   Args:
     layout: a `Layout` or a registered layout name.
@@ -107,12 +118,14 @@ class EntityEmbedding(nnx.Module):
     width: D.
     max_frames: the largest T accepted (length of the position embedding).
     velocity_scale: s above.
+    joint_features: the per-joint features above, in order.
     dtype: compute dtype (parameters stay float32).
     rngs: parameter initialisation.
   """
 
   def __init__(self, layout: Layout | str, entity_names: tuple[str, ...] | None, width: int,
-               max_frames: int, *, velocity_scale: float = 10.0, dtype=jnp.float32,
+               max_frames: int, *, velocity_scale: float = 10.0,
+               joint_features: tuple[str, ...] = DEFAULT_JOINT_FEATURES, dtype=jnp.float32,
                rngs: nnx.Rngs):
     layout = as_layout(layout)
     check.positive_int('width', width)
@@ -126,8 +139,9 @@ class EntityEmbedding(nnx.Module):
     self.center_joints = tuple(layout.center_joints)
     self.coord_dims = layout.coord_dims
     self.velocity_scale = float(velocity_scale)
+    self.features = check_joint_features(joint_features)
     num_entities, joints = index.shape
-    features = joints * (3 * self.coord_dims + 1)
+    features = joints * sum(1 if f == 'confidence' else self.coord_dims for f in self.features)
     self.in_proj = PerEntityLinear(num_entities, features, width, dtype=dtype, rngs=rngs)
     self.out_proj = PerEntityLinear(num_entities, width, width, dtype=dtype, rngs=rngs)
     init = nnx.initializers.normal(0.02)
@@ -136,22 +150,30 @@ class EntityEmbedding(nnx.Module):
     self.dtype = dtype
 
   def joint_features(self, keypoints: jax.Array, frame_mask: jax.Array) -> jax.Array:
-    """(B, T, V, C_in), (B, T) -> per-entity joint features (B, T, K, J * (3C + 1))."""
+    """(B, T, V, C_in), (B, T) -> per-entity joint features (B, T, K, J * F), F the summed
+    sizes of `self.features`."""
     coords, confidence, visibility = split_keypoints(keypoints, frame_mask, self.coord_dims)
     center = np.array(self.center_joints)
-    root = masked_mean(coords[:, :, center], visibility[:, :, center], axis=2)  # (B, T, C)
     index, joint_mask = np.array(self.entity_index), np.array(self.joint_mask, np.float32)
     x = coords[:, :, index]                                     # (B, T, K, J, C)
     vis = visibility[:, :, index] * joint_mask                  # (B, T, K, J)
-    conf = confidence[:, :, index] * joint_mask
-    entity_center = masked_mean(x, vis, axis=3)                 # (B, T, K, C)
-    rel_center = (x - entity_center[:, :, :, None]) * vis[..., None]
-    rel_root = (x - root[:, :, None, None]) * vis[..., None]
-    # Backward difference: appending padded frames never changes earlier frames.
-    prev_x = jnp.pad(x, ((0, 0), (1, 0), (0, 0), (0, 0), (0, 0)))[:, :-1]
-    prev_vis = jnp.pad(vis, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]
-    velocity = (x - prev_x) * (vis * prev_vis)[..., None] * self.velocity_scale
-    feats = jnp.concatenate([rel_center, rel_root, velocity, conf[..., None]], axis=-1)
+    parts = {}
+    if 'center' in self.features:
+      entity_center = masked_mean(x, vis, axis=3)               # (B, T, K, C)
+      parts['center'] = (x - entity_center[:, :, :, None]) * vis[..., None]
+    if 'root' in self.features:
+      root = masked_mean(coords[:, :, center], visibility[:, :, center], axis=2)  # (B, T, C)
+      parts['root'] = (x - root[:, :, None, None]) * vis[..., None]
+    if 'position' in self.features:
+      parts['position'] = x * vis[..., None]
+    if 'velocity' in self.features:
+      # Backward difference: appending padded frames never changes earlier frames.
+      prev_x = jnp.pad(x, ((0, 0), (1, 0), (0, 0), (0, 0), (0, 0)))[:, :-1]
+      prev_vis = jnp.pad(vis, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]
+      parts['velocity'] = (x - prev_x) * (vis * prev_vis)[..., None] * self.velocity_scale
+    if 'confidence' in self.features:
+      parts['confidence'] = (confidence[:, :, index] * joint_mask)[..., None]
+    feats = jnp.concatenate([parts[f] for f in self.features], axis=-1)
     return feats.reshape(*feats.shape[:3], -1)
 
   def __call__(self, keypoints: jax.Array, frame_mask: jax.Array) -> jax.Array:

@@ -104,6 +104,7 @@ class MicroDualNet(nnx.Module):
       'routing_weights' (B, K, 2): [a_st, a_ts] per entity (single-path models: one-hot);
       'pooled_st' / 'pooled_ts' (B, K, D): time-pooled path outputs (only the paths built);
       'mac_st' / 'mac_ts' (B, K, D/2): MAC projections (when config.mac_projection);
+      'path_logits_st' / 'path_logits_ts' (B, num_classes): per-path heads (config.path_heads);
       'global_token' (B, D) (when config.global_token).
     For a single clip every output has no batch axis.
   """
@@ -116,7 +117,8 @@ class MicroDualNet(nnx.Module):
     c = config
     dtype = c.compute_dtype
     self.embedding = EntityEmbedding(c.layout, c.entity_names, c.width, c.num_frames,
-                                     velocity_scale=c.velocity_scale, dtype=dtype, rngs=rngs)
+                                     velocity_scale=c.velocity_scale,
+                                     joint_features=c.joint_features, dtype=dtype, rngs=rngs)
     self.st_path = (DualPathBranch.from_config(c, 'entity', rngs=rngs)
                     if c.paths in ('dual', 'st') else None)
     self.ts_path = (DualPathBranch.from_config(c, 'time', rngs=rngs)
@@ -128,6 +130,9 @@ class MicroDualNet(nnx.Module):
     # Shared by both paths: D -> D -> D/2 (docs/method.md, "Mutual action consistency").
     self.mac_projection = (MLP(c.width, c.width, c.width // 2, rngs=rngs) if c.mac_projection
                            else None)
+    # One linear classifier per path on its entity-and-time-pooled features (the 'kl' MAC).
+    self.path_heads = (nnx.List([nnx.Linear(c.width, c.num_classes, rngs=rngs) for _ in range(2)])
+                       if c.path_heads else None)
     head_in = c.width * (2 if c.global_token else 1)
     self.head = ClassifierHead(head_in, c.width, c.num_classes, c.dropout, rngs=rngs)
 
@@ -179,5 +184,8 @@ class MicroDualNet(nnx.Module):
     if self.mac_projection is not None:
       aux['mac_st'] = self.mac_projection(pooled['st'])
       aux['mac_ts'] = self.mac_projection(pooled['ts'])
+    if self.path_heads is not None:
+      for name, head in zip(('st', 'ts'), self.path_heads):
+        aux[f'path_logits_{name}'] = head(jnp.mean(pooled[name], axis=1)).astype(jnp.float32)
     logits = self.head(features, deterministic=deterministic).astype(jnp.float32)
     return logits, aux
