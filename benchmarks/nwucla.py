@@ -174,14 +174,14 @@ def run_one(setting: str, stream: str) -> dict[str, Any] | None:
   print(f'{key}: {" ".join(command[1:])}', flush=True)
   if _DRY.value:
     return None
-  os.makedirs(workdir, exist_ok=True)
+  os.makedirs(os.path.dirname(workdir), exist_ok=True)
   start = time.time()
-  with open(os.path.join(workdir, 'train.log'), 'a') as log:
+  with open(f'{workdir}.log', 'a') as log:   # beside the work directory, which main.py owns
     code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=_ROOT)
   wall_s = round(time.time() - start, 1)
   run = RunDir(workdir)
   if code != 0 or not run.exists() or run.summary() is None:
-    raise RuntimeError(f'{key} failed (exit {code}); see {workdir}/train.log')
+    raise RuntimeError(f'{key} failed (exit {code}); see {workdir}.log')
   seeds = {}
   for seed, seed_run in zip(run.seeds(), run.seed_runs()):
     seeds[str(seed)] = {**seed_scores(seed_run.path), 'workdir': seed_run.path}
