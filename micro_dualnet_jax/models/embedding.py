@@ -14,7 +14,7 @@ from flax import nnx
 
 from micro_dualnet_jax import validation as check
 from micro_dualnet_jax.models.config import check_joint_features
-from micro_dualnet_jax.models.transformer import token_dense
+from micro_dualnet_jax.models.transformer import dense, token_dense
 from micro_dualnet_jax.skeleton import Layout, get_layout
 
 
@@ -70,7 +70,10 @@ def masked_mean(x: jax.Array, mask: jax.Array, axis: int) -> jax.Array:
 
 
 class PerEntityLinear(nnx.Module):
-  """K independent linear maps applied in one batched einsum: (..., K, F) -> (..., K, D)."""
+  """K independent linear maps applied in one batched einsum: (..., K, F) -> (..., K, D).
+
+  The matmul runs in `dtype` and returns float32 (mixed precision, see models/transformer.py).
+  """
 
   def __init__(self, num_entities: int, in_features: int, out_features: int, *,
                dtype=jnp.float32, zero_init: bool = False, rngs: nnx.Rngs):
@@ -87,7 +90,7 @@ class PerEntityLinear(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.kernel[...].astype(self.dtype)
     y = jnp.einsum('...kf,kfd->...kd', x.astype(self.dtype), kernel)
-    return y + self.bias[...].astype(self.dtype)
+    return y.astype(jnp.float32) + self.bias[...]
 
 
 DEFAULT_JOINT_FEATURES = ('center', 'root', 'velocity', 'confidence')
@@ -186,8 +189,8 @@ class EntityEmbedding(nnx.Module):
                        f'{self.position_embedding.shape[0]} (model num_frames)')
     h = jax.nn.gelu(self.in_proj(self.joint_features(keypoints, frame_mask)))
     h = self.out_proj(h)
-    pos = self.position_embedding[:num_frames].astype(self.dtype)
-    return h + self.entity_embedding[...].astype(self.dtype) + pos[None, :, None, :]
+    pos = self.position_embedding[:num_frames]
+    return h + self.entity_embedding[...] + pos[None, :, None, :]
 
 
 class GlobalToken(nnx.Module):
@@ -203,8 +206,8 @@ class GlobalToken(nnx.Module):
     self.coord_dims = layout.coord_dims
     self.center_joints = tuple(layout.center_joints)
     in_features = layout.num_joints * (layout.coord_dims + 1)
-    self.fc1 = nnx.Linear(in_features, width, dtype=dtype, rngs=rngs)
-    self.fc2 = nnx.Linear(width, width, dtype=dtype, rngs=rngs)
+    self.fc1 = dense(in_features, width, dtype=dtype, rngs=rngs)
+    self.fc2 = dense(width, width, dtype=dtype, rngs=rngs)
 
   def __call__(self, keypoints: jax.Array, frame_mask: jax.Array) -> jax.Array:
     coords, confidence, visibility = split_keypoints(keypoints, frame_mask, self.coord_dims)

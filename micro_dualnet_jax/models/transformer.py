@@ -6,6 +6,13 @@ attends over:
   * 'time' (Temporal-T): the T frames of the same entity, with a key mask for padded frames.
 Keeping one layout means the ST and TS paths never transpose the token tensor between stacks.
 
+Mixed precision: with `dtype=bfloat16` every matmul takes bfloat16 operands (XLA accumulates in
+float32) and its result is converted to float32 at once; the activations between matmuls
+(residual stream, LayerNorm, GELU, softmax, dropout) stay float32. (A bf16 x bf16 -> f32 dot is
+not implemented by every XLA:CPU dot kernel, so the conversion is a separate, fused op.) On CPUs without native bf16 arithmetic, elementwise
+work in bf16 is emulated through converts and cost more than the matmuls saved; on GPUs and TPUs
+this is the usual mixed-precision recipe (the MXU / tensor cores accumulate in f32 anyway).
+
 Dropout follows the NNX conventions: `model.train()` / `model.eval()` (or
 `nnx.view(model, deterministic=...)`) switch it, and each dropout layer draws its masks from an
 RNG stream it holds (forked from the 'dropout' stream, else the 'default' one, of the `nnx.Rngs`
@@ -34,14 +41,39 @@ def attention_axis(axis: str, name: str = 'axis') -> str:
   return AXIS_ALIASES[axis]
 
 
-def token_dense(layer: nnx.Linear, x: jax.Array) -> jax.Array:
+class Dense(nnx.Module):
+  """y = x @ kernel + bias with the matmul in `dtype` and y in float32 (mixed precision, module
+  doc); the bias is added in float32, so its gradient is a float32 reduction. Parameters
+  `kernel` (in, out) and `bias` (out,) in float32, initialised as `nnx.Linear` does (LeCun
+  normal, zeros)."""
+
+  def __init__(self, in_features: int, out_features: int, *, dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    check.positive_int('in_features', in_features)
+    check.positive_int('out_features', out_features)
+    self.kernel = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(),
+                                                            (in_features, out_features)))
+    self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """(..., in) -> (..., out) float32."""
+    y = jnp.matmul(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    return y.astype(jnp.float32) + self.bias[...]
+
+
+def dense(in_features: int, out_features: int, *, dtype=jnp.float32, rngs: nnx.Rngs) -> Dense:
+  return Dense(in_features, out_features, dtype=dtype, rngs=rngs)
+
+
+def token_dense(layer: Dense | nnx.Linear, x: jax.Array) -> jax.Array:
   """Applies `layer` to the last axis of x (..., D_in) through a 2-D (N, D_in) matmul.
 
-  Same result as layer(x); on CPU, XLA otherwise copies a transposed 4-D activation for the
-  weight gradient and picks a slower matmul (measured: fc1 75 ms -> 43 ms, qkv 54 -> 27 ms
-  forward + backward at the default shapes, benchmarks/README.md).
+  Same result as layer(x), as float32; on CPU, XLA otherwise copies a transposed 4-D activation
+  for the weight gradient and picks a slower matmul (measured: fc1 75 ms -> 43 ms, qkv 54 ->
+  27 ms forward + backward at the default shapes, benchmarks/README.md).
   """
-  return layer(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+  return layer(x.reshape(-1, x.shape[-1])).astype(jnp.float32).reshape(*x.shape[:-1], -1)
 
 
 def dropout_keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
@@ -126,8 +158,9 @@ class Attention(nnx.Module):
     check.positive_int('num_heads', num_heads)
     check.divisible('width', width, 'num_heads', num_heads)
     self.axis, self.num_heads = attention_axis(axis), num_heads
-    self.qkv = nnx.Linear(width, 3 * width, dtype=dtype, rngs=rngs)
-    self.out = nnx.Linear(width, width, dtype=dtype, rngs=rngs)
+    self.qkv = dense(width, 3 * width, dtype=dtype, rngs=rngs)
+    self.out = dense(width, width, dtype=dtype, rngs=rngs)
+    self.dtype = dtype
     self.attn_dropout = Dropout(dropout, rngs=rngs)
 
   def __call__(self, x: jax.Array, frame_mask: jax.Array, *,
@@ -136,20 +169,21 @@ class Attention(nnx.Module):
     b, t, k, d = x.shape
     h = self.num_heads
     q, key, v = jnp.split(token_dense(self.qkv, x).reshape(b, t, k, 3 * h, d // h), 3, axis=3)
-    q = q * (d // h) ** -0.5
+    q = (q * (d // h) ** -0.5).astype(self.dtype)
+    key, v = key.astype(self.dtype), v.astype(self.dtype)
     if self.axis == 'entity':
       scores = jnp.einsum('btqhc,btshc->bthqs', q, key, preferred_element_type=jnp.float32)
     else:
       scores = jnp.einsum('bqkhc,bskhc->bkhqs', q, key, preferred_element_type=jnp.float32)
       key_mask = frame_mask.astype(bool)[:, None, None, None, :]    # (B, 1, 1, 1, T)
       scores = jnp.where(key_mask, scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-    probs = self.attn_dropout(probs, deterministic=deterministic)
+    probs = jax.nn.softmax(scores, axis=-1)
+    probs = self.attn_dropout(probs, deterministic=deterministic).astype(self.dtype)
     if self.axis == 'entity':
       y = jnp.einsum('bthqs,btshc->btqhc', probs, v)
     else:
       y = jnp.einsum('bkhqs,bskhc->bqkhc', probs, v)
-    return token_dense(self.out, y.reshape(b, t, k, d))
+    return token_dense(self.out, y.astype(jnp.float32).reshape(b, t, k, d))
 
 
 class MLP(nnx.Module):
@@ -161,8 +195,8 @@ class MLP(nnx.Module):
     check.positive_int('hidden', hidden)
     if out_features is not None:
       check.positive_int('out_features', out_features)
-    self.fc1 = nnx.Linear(width, hidden, dtype=dtype, rngs=rngs)
-    self.fc2 = nnx.Linear(hidden, out_features or width, dtype=dtype, rngs=rngs)
+    self.fc1 = dense(width, hidden, dtype=dtype, rngs=rngs)
+    self.fc2 = dense(hidden, out_features or width, dtype=dtype, rngs=rngs)
     self.dropout = Dropout(dropout, rngs=rngs)
 
   def __call__(self, x: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
@@ -184,10 +218,9 @@ class EncoderLayer(nnx.Module):
 
   def __call__(self, x: jax.Array, frame_mask: jax.Array, *,
                deterministic: bool | None = None) -> jax.Array:
-    dtype = x.dtype
-    h = self.attention(self.norm1(x).astype(dtype), frame_mask, deterministic=deterministic)
+    h = self.attention(self.norm1(x), frame_mask, deterministic=deterministic)
     x = x + self.dropout(h, deterministic=deterministic)
-    h = self.mlp(self.norm2(x).astype(dtype), deterministic=deterministic)
+    h = self.mlp(self.norm2(x), deterministic=deterministic)
     return x + self.dropout(h, deterministic=deterministic)
 
 

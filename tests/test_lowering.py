@@ -1,0 +1,57 @@
+"""The train and eval steps lower for TPU and CUDA from this CPU machine (`jax.export` with
+`platforms=`): nothing CPU-only (host callbacks, CPU custom calls) enters the model or the steps.
+"""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from configs import smoke
+from micro_dualnet_jax import sharding, steps
+
+PLATFORMS = ('tpu', 'cuda')
+
+
+def _abstract(tree):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                      tree)
+
+
+def _batch(config, seeds=None):
+  lead = (seeds,) if seeds else ()
+  b, length = config.batch_size, config.data.max_frames
+  spec = {'keypoints': ((b, length, 22, 2), jnp.float32), 'confidence': ((b, length, 22),
+                                                                          jnp.float32),
+          'num_frames': ((b,), jnp.int32), 'label': ((b,), jnp.int32),
+          'weight': ((b,), jnp.float32), 'index': ((b,), jnp.int32)}
+  return {k: jax.ShapeDtypeStruct(lead + shape, dtype) for k, (shape, dtype) in spec.items()}
+
+
+def _check(exported):
+  text = exported.mlir_module()
+  assert 'callback' not in text and '@cpu' not in text
+  assert set(exported.platforms) == set(PLATFORMS)
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_the_train_step_of_several_seeds_lowers_for_tpu_and_cuda(dtype):
+  config = smoke.get_config()
+  config.model.dtype = dtype
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  tx, _ = steps.make_optimizer(config.optim, 10)
+  graphdef, state = steps.create_train_states(config, tx, mesh, [0, 1])
+  step = steps.make_train_step(graphdef, tx, config, mesh, seeds_axis=True)
+  _check(jax.export.export(step, platforms=PLATFORMS)(_abstract(state), _batch(config, 2)))
+
+
+def test_the_eval_step_with_test_time_views_lowers_for_tpu_and_cuda():
+  config = smoke.get_config()
+  config.augment.flip_prob = 0.5
+  config.test_time.num_clips, config.test_time.flip = 2, True
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  tx, _ = steps.make_optimizer(config.optim, 10)
+  graphdef, state = steps.create_train_state(config, tx, mesh)
+  step = steps.make_eval_step(graphdef, config, mesh)
+  batch = {k: v for k, v in _batch(config).items() if k in ('keypoints', 'confidence',
+                                                            'num_frames')}
+  _check(jax.export.export(step, platforms=PLATFORMS)(_abstract(state), batch))
