@@ -29,7 +29,7 @@ _EXPORTS = {
     'register_layout': 'skeleton', 'unregister_layout': 'skeleton',
     # input pipeline
     'AugmentConfig': 'data.augment', 'train_inputs': 'data.augment',
-    'eval_inputs': 'data.augment',
+    'eval_inputs': 'data.augment', 'pad_clips': 'data.loader', 'Clip': 'data.clip',
     # training pieces for an own loop
     'OptimConfig': 'steps', 'make_optimizer': 'steps', 'make_train_step': 'steps',
     'make_eval_step': 'steps',

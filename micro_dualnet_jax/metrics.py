@@ -194,7 +194,7 @@ def metrics_from_confusion(cm: np.ndarray, topk_hits: Mapping[int, int]) -> dict
 
 def f1_mean(f1_micro_action: float, f1_macro_action: float, f1_micro_body: float,
             f1_macro_body: float) -> float:
-  """MA-52 F1_mean (DATA_FORMATS.md Section 2): the mean of the four F1 scores."""
+  """MA-52 F1_mean (docs/data_formats.md, MA-52): the mean of the four F1 scores."""
   return (f1_micro_action + f1_macro_action + f1_micro_body + f1_macro_body) / 4.0
 
 

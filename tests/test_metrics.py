@@ -110,7 +110,7 @@ def test_accumulator_streaming_equals_one_shot():
 
 
 def test_f1_mean_documented_example():
-  # DATA_FORMATS.md: body micro 78.95, body macro 72.87, action micro 61.33, action macro 49.22.
+  # The documented check (docs/data_formats.md): body micro 78.95, body macro 72.87, action micro 61.33, action macro 49.22.
   assert round(M.f1_mean(61.33, 49.22, 78.95, 72.87), 2) == 65.59
 
 

@@ -1,4 +1,4 @@
-"""Readers (DATA_FORMATS.md Sections 1-5) on small fixtures written in each exact format."""
+"""Readers (docs/data_formats.md) on small fixtures written in each exact format."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Layout registry: the tables of DATA_FORMATS.md and self-validation."""
+"""Layout registry: the documented tables (docs/data_formats.md) and self-validation."""
 
 import dataclasses
 

@@ -1,6 +1,6 @@
 """TFDS builders: one per dataset, all writing `array_record` files (no TensorFlow needed).
 
-DESIGN.md Section 2 (Data). Every builder shares one feature spec (`clip_features`) and one example
+Every builder shares one feature spec (`clip_features`) and one example
 encoder (`clip_example`); a dataset only says which layout it has, which splits its manual folder
 holds and how to read a split (the readers in `micro_dualnet_jax.data.readers`). Records read back
 through `tfds.data_source` / `builder.as_data_source` are dicts of numpy arrays:
@@ -10,7 +10,7 @@ through `tfds.data_source` / `builder.as_data_source` are dicts of numpy arrays:
   label       int64   ()        -1 for unlabelled clips (the MA-52 test split)
   clip_id     bytes   ()
   num_frames  int32   ()        T
-  body_label  int64   ()        MA-52 only (DATA_FORMATS.md Section 2), -1 when unlabelled
+  body_label  int64   ()        MA-52 only (docs/data_formats.md, MA-52), -1 when unlabelled
 
 Examples are keyed by clip id, so TFDS stores them in a deterministic, hash-shuffled order.
 """
@@ -124,7 +124,7 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
 
 
 class Imigue(ClipDatasetBuilder):
-  """iMiGUE micro-gestures (DATA_FORMATS.md Section 1), `openpose22`, 32 classes.
+  """iMiGUE micro-gestures (docs/data_formats.md, iMiGUE), `openpose22`, 32 classes.
 
   Configs: `raw` reads the per-video CSV release (whole clips), `processed` the ST-GCN arrays
   (at most 90 frames per clip). `micro_dualnet_jax.data.prepare` picks the one the folder holds.
@@ -169,7 +169,7 @@ ONE of these directly in the manual folder (default <data_dir>/downloads/manual/
 
 
 class Ma52(ClipDatasetBuilder):
-  """MA-52 micro-actions (DATA_FORMATS.md Section 2), `openpose28`, 52 actions in 7 body groups.
+  """MA-52 micro-actions (docs/data_formats.md, MA-52), `openpose28`, 52 actions in 7 body groups.
 
   The test split is unlabelled (label and body_label -1): its labels are withheld.
   """
@@ -202,7 +202,7 @@ these files directly in the manual folder (default <data_dir>/downloads/manual/m
 """
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
-    # A label_name.txt in the release overrides the names from DATA_FORMATS.md.
+    # A label_name.txt in the release overrides the released names (`MA52_CLASSES`).
     self.info.metadata['class_names'] = ma52.class_names(dl_manager.manual_dir)
     return super()._split_generators(dl_manager)
 
@@ -214,7 +214,7 @@ these files directly in the manual folder (default <data_dir>/downloads/manual/m
 
 
 class Nwucla(ClipDatasetBuilder):
-  """NW-UCLA (DATA_FORMATS.md Section 5), `kinect20` 3D, 10 classes, cross-view splits."""
+  """NW-UCLA (docs/data_formats.md, NW-UCLA), `kinect20` 3D, 10 classes, cross-view splits."""
   LAYOUT = nwucla.LAYOUT
   CLASS_NAMES = nwucla.NWUCLA_CLASSES
   DESCRIPTION = 'Northwestern-UCLA Multiview Action3D skeletons, cross-view protocol.'

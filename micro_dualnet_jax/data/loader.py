@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from micro_dualnet_jax.data.clip import DataFormatError
+from micro_dualnet_jax.data.clip import Clip, DataFormatError
 
 ARRAY_KEYS = ('keypoints', 'confidence', 'num_frames', 'label', 'weight', 'index')
 
@@ -96,7 +96,12 @@ class Loader:
       keypoints, confidence, n = keypoints[take], confidence[take], self.max_frames
     return {'keypoints': keypoints, 'confidence': confidence, 'num_frames': n, 'label': label}
 
-  def _batch(self, indices: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+  def batch(self, indices: np.ndarray, weights: np.ndarray | None = None
+            ) -> dict[str, np.ndarray]:
+    """The padded batch of the records at `indices` (weights: 1 each by default; a weight-0 row
+    is a padding row, left empty)."""
+    indices = np.asarray(indices)
+    weights = np.ones(len(indices), np.float32) if weights is None else np.asarray(weights)
     b, length = len(indices), self.max_frames
     batch = {
         'keypoints': np.zeros((b, length, self.num_joints, self.coord_dims), np.float32),
@@ -130,7 +135,7 @@ class Loader:
     """Endless training batches from global step `start_step`, read ahead in a thread."""
     def produce(step):
       indices = self.train_indices(step)
-      return self._batch(indices, np.ones(len(indices), np.float32))
+      return self.batch(indices)
     return _prefetch(produce, start_step, None, prefetch)
 
   def eval_batches(self, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
@@ -141,8 +146,28 @@ class Loader:
       start = step * self.global_batch_size + self.process_index * b
       positions = np.arange(start, start + b)
       valid = positions < n
-      return self._batch(np.where(valid, positions, 0), valid.astype(np.float32))
+      return self.batch(np.where(valid, positions, 0), valid.astype(np.float32))
     return _prefetch(produce, 0, self.eval_steps, prefetch)
+
+
+def clip_record(clip: Clip) -> dict[str, Any]:
+  """A `Clip` as a loader record."""
+  return {'keypoints': clip.keypoints, 'confidence': clip.confidence, 'label': clip.label,
+          'num_frames': clip.num_frames, 'clip_id': clip.clip_id}
+
+
+def pad_clips(clips: Sequence[Clip | Mapping[str, Any]], max_frames: int) -> dict[str, np.ndarray]:
+  """Clips (or loader records) -> one batch padded to `max_frames`, as the device pipeline
+  (`augment.train_inputs` / `eval_inputs`) and the train step take it: keypoints (B, L, V, C),
+  confidence (B, L, V), num_frames (B,), label (B,), weight (B,), index (B,). Longer clips are
+  subsampled to `max_frames`."""
+  records = [c if isinstance(c, Mapping) else clip_record(c) for c in clips]
+  if not records:
+    raise ValueError('pad_clips needs at least one clip')
+  _, v, c = np.shape(records[0]['keypoints'])
+  loader = Loader(records, global_batch_size=len(records), max_frames=max_frames, num_joints=v,
+                  coord_dims=c, unlabelled=True, name='pad_clips')
+  return loader.batch(np.arange(len(records)))
 
 
 def _prefetch(produce, start: int, stop: int | None, depth: int) -> Iterator[Any]:

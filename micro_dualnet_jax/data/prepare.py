@@ -1,6 +1,6 @@
 """Prepare step: find a dataset's released files, build its TFDS dataset, report split stats.
 
-DESIGN.md Section 2 (Data). `prepare_dataset` looks at what the manual folder holds, picks the
+`prepare_dataset` looks at what the manual folder holds, picks the
 reader that fits (e.g. raw vs processed iMiGUE), runs the TFDS builder (array_record files, no
 TensorFlow) and returns one stats dict per split; `main.py --mode=prepare` prints them as JSON
 lines. `load_split` opens a prepared split for random access.
@@ -28,7 +28,7 @@ SPLIT_ORDER = ('train', 'validation', 'test')
 # Split names people use for the same thing.
 SPLIT_ALIASES = {'val': 'validation', 'valid': 'validation', 'validate': 'validation'}
 _SYNTHETIC_OPTIONS = ('num_train', 'num_test', 'seed', 'layout')
-# Where DATA_FORMATS.md Section 5 keeps NW-UCLA beside the project.
+# Where NW-UCLA is kept beside the project (its default manual_dir).
 _SHARED_NWUCLA = pathlib.Path(__file__).resolve().parents[2] / '..' / 'shared' / 'datasets' / (
     'nw_ucla')
 

@@ -1,4 +1,4 @@
-"""Joint layouts and entity partitions (DESIGN.md Section 3, DATA_FORMATS.md Section 6).
+"""Joint layouts and entity partitions (docs/data_formats.md, "Joint layouts" and "Entities").
 
 A layout is one `Layout` entry in `LAYOUTS`. Nothing else in the package names joints: the model,
 the readers and the augmentation read joint counts, bones, flip pairs and entity index lists from

@@ -13,7 +13,7 @@ from micro_dualnet_jax.data.clip import DataFormatError
 
 
 def best_person(scores: np.ndarray) -> int:
-  """Index of the person with the highest total score (DATA_FORMATS.md Section 3).
+  """Index of the person with the highest total score (docs/data_formats.md, PYSKL).
 
   Args:
     scores: (M, ...) per-person scores (any trailing shape, summed). Non-finite values count 0 so

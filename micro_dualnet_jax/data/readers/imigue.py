@@ -1,6 +1,6 @@
 """iMiGUE readers: the raw per-video CSV release and the processed ST-GCN arrays.
 
-DATA_FORMATS.md Section 1. Both produce `openpose22` clips (the raw CSV's `openpose35` joints are
+docs/data_formats.md, iMiGUE. Both produce `openpose22` clips (the raw CSV's `openpose35` joints are
 converted by joint name), so one model config reads either release. TFDS split names: `train`,
 `validation` (raw `imigue_skeleton_validate/`, processed `valid_*`) and `test`.
 """

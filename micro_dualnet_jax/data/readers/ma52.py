@@ -1,6 +1,6 @@
 """MA-52 reader: official list files joined with the official OpenPose pickles.
 
-DATA_FORMATS.md Section 2. `<split>_list_videos.txt` (`<file_name> <label>`, CRLF or LF, final
+docs/data_formats.md, MA-52. `<split>_list_videos.txt` (`<file_name> <label>`, CRLF or LF, final
 newline optional) gives the clips and labels of a split; `MA52_<split>.pkl` (a bare PYSKL list,
 `openpose28`) gives the skeletons, joined on the file name stem == `frame_dir`. TFDS split names:
 `train`, `validation` (files `val_*`, `MA52_val.pkl`) and `test`.
@@ -99,7 +99,7 @@ def read_label_names(path: PathLike) -> list[str]:
 
 
 def class_names(root: PathLike) -> list[str]:
-  """Class names from `root/label_name.txt` when present, else the names in DATA_FORMATS.md."""
+  """Class names from `root/label_name.txt` when present, else the released names (`MA52_CLASSES`)."""
   path = pathlib.Path(root) / 'label_name.txt'
   return read_label_names(path) if path.is_file() else list(MA52_CLASSES)
 

@@ -1,4 +1,4 @@
-"""NW-UCLA reader (DATA_FORMATS.md Section 5): `all_sqe/aAA_sSS_eEE_vVV.json`, `kinect20`, 3D.
+"""NW-UCLA reader (docs/data_formats.md, NW-UCLA): `all_sqe/aAA_sSS_eEE_vVV.json`, `kinect20`, 3D.
 
 Cross-view protocol: views 1 and 2 are `train` (1,020 clips), view 3 is `test` (464 clips).
 `view1` and `view2` split the training views again, for cross-view model selection that never

@@ -1,4 +1,4 @@
-"""Reader for OpenPose per-frame JSON output (DATA_FORMATS.md Section 4).
+"""Reader for OpenPose per-frame JSON output (docs/data_formats.md, OpenPose JSON).
 
 A folder holds `<video>_<frame:012d>_keypoints.json`, one file per frame, for one or more videos.
 Each video becomes one Clip. Per frame the person with the highest total pose score is kept.

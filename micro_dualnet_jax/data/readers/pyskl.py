@@ -1,4 +1,4 @@
-"""PYSKL pickle reader (DATA_FORMATS.md Section 3).
+"""PYSKL pickle reader (docs/data_formats.md, PYSKL).
 
 A PYSKL file is either `{'split': {name: [frame_dir, ...]}, 'annotations': [clip, ...]}` or a bare
 list of clip dicts. Each clip dict holds `frame_dir`, `label`, `total_frames`, `keypoint`
