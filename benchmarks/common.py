@@ -103,6 +103,24 @@ def machine_info() -> dict[str, Any]:
   }
 
 
+# Dense bf16 peaks (FLOP/s, no sparsity) from the vendors' data sheets, by jax device_kind prefix.
+ACCELERATOR_BF16_PEAK = {
+    'NVIDIA H200': 989e12, 'NVIDIA H100': 989e12, 'NVIDIA A100': 312e12, 'NVIDIA L4': 121e12,
+    'NVIDIA A10': 125e12, 'Tesla V100': 125e12, 'TPU v4': 275e12, 'TPU v5 lite': 197e12,
+    'TPU v5e': 197e12, 'TPU v5p': 459e12, 'TPU v6 lite': 918e12,
+}
+
+
+def device_info() -> dict[str, Any]:
+  """The first device's kind and, for a known accelerator, its dense bf16 peak (for MFU)."""
+  device = jax.devices()[0]
+  kind = getattr(device, 'device_kind', str(device))
+  peak = next((v for k, v in ACCELERATOR_BF16_PEAK.items() if kind.startswith(k)), None)
+  return {'platform': device.platform, 'device_kind': kind, 'device_count': jax.device_count(),
+          'bf16_peak_tflops': peak / 1e12 if peak else None,
+          'bf16_peak_source': 'vendor data sheet, dense' if peak else 'unknown device'}
+
+
 def load_average() -> list[float]:
   """1, 5 and 15 minute load averages (other engineers share these cores)."""
   return [round(x, 2) for x in os.getloadavg()]

@@ -120,7 +120,7 @@ def bench_loader(config: ml_collections.ConfigDict, source, batches: int) -> dic
   start = time.perf_counter()
   for step in range(min(batches, 10)):
     indices = loader.train_indices(step)
-    loader._batch(indices, np.ones(len(indices), np.float32))  # pylint: disable=protected-access
+    loader.batch(indices, np.ones(len(indices), np.float32))
   serial_s = (time.perf_counter() - start) / min(batches, 10)
   out['host_single_thread'] = {'clips_per_s': round(batch_size / serial_s, 1),
                                'ms_per_batch': round(serial_s * 1e3, 2)}
@@ -144,7 +144,7 @@ def bench_loader(config: ml_collections.ConfigDict, source, batches: int) -> dic
   out['host+device_augment'] = {'clips_per_s': round(batches * batch_size / total_s, 1),
                                 'ms_per_batch': round(total_s / batches * 1e3, 2)}
   # Augmentation alone on a fixed device batch.
-  batch = sharding.to_global(loader._batch(  # pylint: disable=protected-access
+  batch = sharding.to_global(loader.batch(
       loader.train_indices(0), np.ones(batch_size, np.float32)), batch_sharding, batch_size)
   timing = common.time_calls(lambda: aug(batch, key), max(5, batches // 4))
   out['device_augment_only'] = {'clips_per_s': round(batch_size / timing['median_s'], 1),
@@ -163,7 +163,7 @@ def bench_loop(config: ml_collections.ConfigDict, source, seconds: float,
   graphdef, state = steps.create_train_state(config, tx, mesh)
   step = steps.make_train_step(graphdef, tx, config, mesh)
   batch_sharding = sharding.batch_sharding(mesh)
-  fixed = sharding.to_global(loader._batch(  # pylint: disable=protected-access
+  fixed = sharding.to_global(loader.batch(
       loader.train_indices(0), np.ones(batch_size, np.float32)), batch_sharding, batch_size)
   start = time.perf_counter()
   state, metrics = step(state, fixed)

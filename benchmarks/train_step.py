@@ -66,6 +66,8 @@ _TORCH_TWIN = flags.DEFINE_string(
     'torch_twin', os.path.join(os.path.dirname(_ROOT), 'shared', 'benchmarks', 'torch_twin.py'),
     'Path of the PyTorch twin script.')
 _TORCH_STEPS = flags.DEFINE_integer('torch_steps', 0, 'Timed twin steps (0: --steps).')
+_TWIN_PYTHON = flags.DEFINE_string('twin_python', sys.executable, 'The Python that runs the twin '
+                                   '(one with torch installed; may differ from this one).')
 _PROFILE = flags.DEFINE_bool('profile', False, 'Per-HLO-op breakdown of the train step.')
 _PROFILE_TOP = flags.DEFINE_integer('profile_top', 25, 'Ops listed in the profile.')
 _COMPONENTS = flags.DEFINE_bool('components', False, 'Micro-benchmark the model\'s pieces.')
@@ -196,7 +198,8 @@ def twin_args(config: ml_collections.ConfigDict) -> list[str]:
 
 def run_twin(script: str, args: list[str], bf16: bool, steps: int) -> dict[str, Any]:
   """Runs the twin once in a subprocess and returns its JSON line (or the error)."""
-  command = [sys.executable, script, *args, '--steps', str(steps)] + (['--bf16'] if bf16 else [])
+  command = [_TWIN_PYTHON.value, script, *args, '--steps', str(steps)] + (
+      ['--bf16'] if bf16 else [])
   start = time.perf_counter()
   proc = subprocess.run(command, capture_output=True, text=True, check=False)
   lines = [l for l in proc.stdout.splitlines() if l.startswith('{')]
@@ -416,7 +419,8 @@ def main(argv):
       'benchmark': 'train_step', 'config': config_flags.get_config_filename(flags.FLAGS['config']),
       'overrides': {k: str(v) for k, v in config_flags.get_override_values(
           flags.FLAGS['config']).items()} if hasattr(config_flags, 'get_override_values') else {},
-      'machine': common.machine_info(), 'load_average_start': common.load_average(),
+      'machine': common.machine_info(), 'device': common.device_info(),
+      'load_average_start': common.load_average(),
       'model': {k: v for k, v in base.model.to_dict().items()},
       'batch_size': int(base.batch_size), 'max_frames_L': int(base.data.max_frames),
       'num_frames_T': int(base.augment.num_frames),
@@ -438,6 +442,10 @@ def main(argv):
                                  _EVAL_BATCH.value or int(config.eval_batch_size),
                                  _EVAL_REPEATS.value, _LATENCY_REPEATS.value)
     entry['load_average_after'] = common.load_average()
+    device_peak = result['device']['bf16_peak_tflops']
+    if device_peak:   # an accelerator: MFU against its data-sheet bf16 peak
+      entry['train']['mfu_vs_device_bf16_peak'] = round(
+          entry['train']['achieved_gflops'] / (device_peak * 1e3), 4)
     result['variants'][name] = entry
   if _COMPONENTS.value:
     result['components'] = {}
@@ -459,6 +467,10 @@ def main(argv):
       ratios['jax_float32_over_torch_bf16'] = round(
           result['variants']['float32']['train']['samples_per_s']
           / twin['bf16']['samples_per_s'], 3)
+    jax_best = max((v['train']['samples_per_s'], k) for k, v in result['variants'].items())
+    torch_best = max((v['samples_per_s'], k) for k, v in twin.items() if 'samples_per_s' in v)
+    ratios['fastest_jax_over_fastest_torch'] = round(jax_best[0] / torch_best[0], 3)
+    ratios['fastest'] = {'jax': jax_best[1], 'torch': torch_best[1]}
     result['ratios_train_samples_per_s'] = ratios
   # The cores are shared: measure the peak again at the end and report both; the fractions above
   # used the start value (a loaded start makes them optimistic, see load_average_*).
