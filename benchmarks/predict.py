@@ -32,6 +32,9 @@ from configs import default, synthetic as synthetic_config  # pylint: disable=wr
 from micro_dualnet_jax import inference, predict, sharding, steps, timeline  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.data import synthetic  # pylint: disable=wrong-import-position
 
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+import common  # pylint: disable=g-bad-import-order,wrong-import-position
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('windows', 256, 'Windows timed per model (after the compiling batch).')
 flags.DEFINE_integer('batch_size', 32, 'Windows per jit call.')
@@ -70,12 +73,27 @@ def measure(name: str, config, num_windows: int, batch_size: int) -> dict:
   assert np.isfinite(out['logits']).all()
   rate = len(timed) / elapsed
   fps = options.fps
+  # The same model's eval step on the same windows, already batched on the device: what
+  # prediction costs beyond the model is the difference.
+  batch, _ = next(inference.window_batches(keypoints, confidence, timed, window,
+                                           predictor.batch_size))
+  eval_step = steps.make_eval_step(graphdef, config, mesh)
+  device_batch = sharding.to_global(batch, sharding.batch_sharding(mesh), predictor.batch_size)
+  jax.block_until_ready(eval_step(state, device_batch))
+  calls = max(1, len(timed) // predictor.batch_size)
+  t0 = time.perf_counter()
+  for _ in range(calls):
+    result = eval_step(state, device_batch)
+  jax.block_until_ready(result)
+  eval_rate = calls * predictor.batch_size / (time.perf_counter() - t0)
   return {
       'model': name, 'parameters': int(sum(x.size for x in jax.tree.leaves(state['params']))),
       'num_frames': config.model.num_frames, 'window': window, 'stride': stride,
       'batch_size': predictor.batch_size, 'windows_timed': len(timed),
       'first_batch_with_compile_s': round(compile_s, 2),
       'windows_per_s': round(rate, 1),
+      'eval_step_samples_per_s': round(eval_rate, 1),
+      'windows_over_eval_step': round(rate / eval_rate, 3),
       # Recording time processed per second of compute at the default stride and fps.
       'recording_seconds_per_s': round(rate * stride / fps, 1),
   }
@@ -86,7 +104,8 @@ def main(argv):
   results = {
       'benchmark': 'predict windows per second (Predictor.run, steady state)',
       'device': f'{jax.devices()[0].platform}: {jax.devices()[0].device_kind} x '
-                f'{jax.device_count()}',
+                f'{jax.device_count()}', 'cpu': common.machine_info()['cpu'],
+      'python': platform.python_version(),
       'cpu_count': os.cpu_count(), 'machine': platform.machine(), 'jax': jax.__version__,
       'results': [measure('default (configs/default.py)', default.get_config(), FLAGS.windows,
                           FLAGS.batch_size),

@@ -12,9 +12,8 @@ from micro_dualnet_jax.config_utils import field_defaults
 from micro_dualnet_jax.data.augment import AugmentConfig
 from micro_dualnet_jax.losses import LossConfig
 from micro_dualnet_jax.models import ModelConfig
-from micro_dualnet_jax.predict import PredictOptions
+from micro_dualnet_jax.settings import PredictOptions, RunSettings
 from micro_dualnet_jax.steps import OptimConfig, TestTimeConfig
-from micro_dualnet_jax.train import RunSettings
 
 
 def get_config() -> ml_collections.ConfigDict:

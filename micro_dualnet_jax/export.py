@@ -135,7 +135,7 @@ def _lower(fn: Callable[..., Any], *specs: Any) -> jax.export.Exported:
 def preprocessing_settings(config: Any) -> dict[str, Any]:
   """What a user must do to raw pose data to feed `model.jaxexport` (and what the pipeline
   artifact does itself), from the trained run's config."""
-  from micro_dualnet_jax import predict, steps  # pylint: disable=g-import-not-at-top
+  from micro_dualnet_jax import settings, steps  # pylint: disable=g-import-not-at-top
   from micro_dualnet_jax.skeleton import get_layout  # pylint: disable=g-import-not-at-top
   layout = get_layout(config.model.layout)
   aug = steps.augment_config(config)
@@ -175,8 +175,8 @@ def preprocessing_settings(config: Any) -> dict[str, Any]:
       'pipeline_input': ('keypoints (B, L, V, C) in the units of the data (pixels / metres), '
                          'confidence (B, L, V) (0: missing joint; a frame with nobody has 0 '
                          'everywhere), num_frames (B,) the valid length of each row.'),
-      'default_window': predict.default_window(config),
-      'default_stride': max(predict.default_window(config) // 2, 1),
+      'default_window': settings.default_window(config),
+      'default_stride': max(settings.default_window(config) // 2, 1),
   }
 
 

@@ -240,13 +240,24 @@ class Predictor:
     """
     outputs: dict[str, list[np.ndarray]] = {}
     done = 0
-    for batch, count in window_batches(keypoints, confidence, starts, window, self.batch_size):
-      out = self._step(self.params, self.model_state, jax.device_put(batch, self._batch_sharding))
+
+    def collect(out, count):
+      nonlocal done
       for key, value in out.items():
         outputs.setdefault(key, []).append(sharding.fetch_global(value)[:count])
       done += count
       if progress is not None:
         progress(done)
+
+    # One batch in flight: the host cuts the next windows while the device runs these.
+    pending = None
+    for batch, count in window_batches(keypoints, confidence, starts, window, self.batch_size):
+      out = self._step(self.params, self.model_state, jax.device_put(batch, self._batch_sharding))
+      if pending is not None:
+        collect(*pending)
+      pending = (out, count)
+    if pending is not None:
+      collect(*pending)
     if not outputs:
       n, k = len(self.class_names), len(self.entity_names)
       return {'logits': np.zeros((0, n), np.float32), 'probabilities': np.zeros((0, n)),

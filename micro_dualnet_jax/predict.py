@@ -58,7 +58,6 @@ when the run config has that section, else the default above (`PredictOptions`).
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 import pathlib
@@ -72,84 +71,13 @@ import numpy as np
 
 from micro_dualnet_jax import metrics as metrics_lib
 from micro_dualnet_jax import report
-from micro_dualnet_jax.config_utils import dataclass_kwargs
 from micro_dualnet_jax.data.clip import Clip
 from micro_dualnet_jax.data.recordings import load_recordings
-from micro_dualnet_jax.inference import Predictor, class_names_for, restore_model, run_config
+from micro_dualnet_jax.inference import Predictor, restore_model, run_config
+from micro_dualnet_jax.settings import PredictOptions, predict_options
 from micro_dualnet_jax.rundir import RunDir
-from micro_dualnet_jax.timeline import (NO_PERSON, NO_PERSON_LABEL, frame_timeline, label_name,
+from micro_dualnet_jax.timeline import (NO_PERSON, frame_timeline, label_name,
                                         segments, time_shares, window_starts)
-
-_WINDOW_FACTOR = 2
-
-
-# ----------------------------------------------------------------------------- options
-
-
-@dataclasses.dataclass(frozen=True)
-class PredictOptions:
-  """Prediction settings (the module docstring explains the defaults).
-
-  Attributes:
-    window: frames per window; 0 = min(2 * model.num_frames, data.max_frames).
-    stride: frames between window starts; 0 = window // 2.
-    batch_size: windows per jit call (rounded up to a multiple of the device count).
-    top_k: classes reported per window / clip.
-    smoothing: majority-filter width in frames (odd; 1 = off; 0 = the stride rounded up to odd).
-    fps: frames per second of the recording, for the times in the outputs.
-    input_layout: joint layout of array inputs ('' = recognised by the joint count).
-    background_class: name of the model's background class, if it has one.
-    render: write `clip.gif` for short inputs.
-  """
-  window: int = 0
-  stride: int = 0
-  batch_size: int = 32
-  top_k: int = 5
-  smoothing: int = 0
-  fps: float = 30.0
-  input_layout: str = ''
-  background_class: str = 'background'
-  render: bool = True
-
-  def __post_init__(self):
-    checks = [
-        (self.window >= 0, f'window must be >= 0 frames (0 = automatic), got {self.window}'),
-        (self.stride >= 0, f'stride must be >= 0 frames (0 = window // 2), got {self.stride}'),
-        (self.batch_size >= 1, f'batch_size must be >= 1, got {self.batch_size}'),
-        (self.top_k >= 1, f'top_k must be >= 1, got {self.top_k}'),
-        (self.smoothing >= 0 and (self.smoothing == 0 or self.smoothing % 2 == 1),
-         f'smoothing must be 0 (automatic) or an odd number of frames, got {self.smoothing}'),
-        (self.fps > 0, f'fps must be > 0, got {self.fps}'),
-    ]
-    for ok, message in checks:
-      if not ok:
-        raise ValueError(f'invalid predict option: {message}')
-
-  def resolved(self, config: ml_collections.ConfigDict) -> PredictOptions:
-    """The options with window, stride and smoothing filled in for the trained model."""
-    window = self.window or default_window(config)
-    stride = self.stride or max(window // 2, 1)
-    if stride > window:
-      raise ValueError(f'invalid predict option: stride {stride} is longer than the window '
-                       f'{window}; frames between windows would never be seen')
-    smoothing = self.smoothing or (stride | 1)
-    return dataclasses.replace(self, window=window, stride=stride, smoothing=smoothing)
-
-
-def default_window(config: ml_collections.ConfigDict) -> int:
-  """min(2 * model.num_frames, data.max_frames) frames (module docstring)."""
-  return int(min(_WINDOW_FACTOR * config.model.num_frames, config.data.max_frames))
-
-
-def predict_options(config: ml_collections.ConfigDict | None = None,
-                    **overrides: Any) -> PredictOptions:
-  """PredictOptions from `config.predict` (when present) with the non-None `overrides` on top."""
-  values: dict[str, Any] = {}
-  if config is not None and 'predict' in config:
-    values.update(config.predict.to_dict())
-  values.update({k: v for k, v in overrides.items() if v is not None})
-  return PredictOptions(**dataclass_kwargs(PredictOptions, values, 'predict options'))
-
 
 # ----------------------------------------------------------------------------- one recording
 

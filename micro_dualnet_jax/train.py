@@ -33,20 +33,16 @@ import numpy as np
 from absl import logging
 
 from micro_dualnet_jax import __version__, evaluate, sharding, steps
-from micro_dualnet_jax import metrics as metrics_lib
-from micro_dualnet_jax import validation as check
 from micro_dualnet_jax.checkpoint import (Checkpointer, CheckpointWriteError, abstract_like,
                                           items_state, state_items, tree_checksum)
-from micro_dualnet_jax.config_utils import dataclass_kwargs
 from micro_dualnet_jax.data import datasets
 from micro_dualnet_jax.data.loader import Loader
 from micro_dualnet_jax.losses import LossConfig
 from micro_dualnet_jax.rundir import METRICS_FILE, RunDir, RunDirError, seed_dir_name
+from micro_dualnet_jax.settings import RunSettings
 
 Hook = Callable[[str, int], None]
 HOOK_EVENTS = ('step', 'checkpoint', 'final_eval')
-BEST_METRICS = ('top1', 'top5', 'f1_macro', 'f1_micro', 'mean_class_accuracy', 'f1_mean',
-                'body_top1')
 
 
 class TrainingError(RuntimeError):
@@ -54,52 +50,6 @@ class TrainingError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- checks
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSettings:
-  """The top-level values of a run config, checked (configs/default.py has their meaning)."""
-  seed: int = 0
-  num_seeds: int = 1
-  batch_size: int = 64
-  eval_batch_size: int = 128
-  num_epochs: float = 100
-  num_train_steps: int = 0
-  max_steps_per_run: int = 0
-  log_every_steps: int = 50
-  eval_every_steps: int = 1000
-  checkpoint_every_steps: int = 1000
-  keep_checkpoints: int = 3
-  async_checkpoints: bool = True
-  best_metric: str = 'top1'
-
-  def __post_init__(self):
-    with check.section('run config'):
-      check.integer('seed', self.seed, minimum=0)
-      check.positive_int('num_seeds', self.num_seeds)
-      check.positive_int('batch_size', self.batch_size)
-      check.positive_int('eval_batch_size', self.eval_batch_size)
-      check.non_negative('num_epochs', self.num_epochs)
-      check.integer('num_train_steps', self.num_train_steps, minimum=0)
-      if not self.num_train_steps and not self.num_epochs:
-        raise ValueError('num_epochs and num_train_steps are both 0: nothing to train')
-      check.integer('max_steps_per_run', self.max_steps_per_run, minimum=0)
-      check.positive_int('log_every_steps', self.log_every_steps)
-      check.integer('eval_every_steps', self.eval_every_steps, minimum=0)
-      check.positive_int('checkpoint_every_steps', self.checkpoint_every_steps)
-      check.positive_int('keep_checkpoints', self.keep_checkpoints)
-      check.boolean('async_checkpoints', self.async_checkpoints)
-      check.one_of('best_metric', self.best_metric, BEST_METRICS)
-
-  @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> RunSettings:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**dataclass_kwargs(cls, {k: config[k] for k in config if k in names},
-                                  'run settings'))
-
-  @property
-  def seeds(self) -> list[int]:
-    return list(range(self.seed, self.seed + self.num_seeds))
 
 
 def check_config(config: ml_collections.ConfigDict) -> RunSettings:

@@ -9,7 +9,7 @@ from scipy.special import softmax
 from sklearn.metrics import accuracy_score, top_k_accuracy_score
 
 from configs import smoke
-from micro_dualnet_jax import cli, ensemble, metrics
+from micro_dualnet_jax import cli, ensemble
 
 NUM_CLIPS, NUM_CLASSES = 40, 15
 

@@ -275,3 +275,14 @@ def test_ensemble_and_eval_refuse_a_run_of_several_seeds_by_name(tmp_path, data_
   # Each seed folder is a run of its own.
   assert inference.restore_model(str(tmp_path / 'seeds' / 'seed_1')).step == 2
   ensemble.load_run(str(tmp_path / 'seeds' / 'seed_1'))
+
+
+def test_inference_never_imports_the_training_loop():
+  """eval, predict, export and ensemble (and everything they import) load without train.py."""
+  script = ('import sys\n'
+            'import micro_dualnet_jax.evaluate, micro_dualnet_jax.predict\n'
+            'import micro_dualnet_jax.export, micro_dualnet_jax.ensemble, micro_dualnet_jax.inference\n'
+            'loaded = [m for m in sys.modules if m == "micro_dualnet_jax.train"]\n'
+            'assert not loaded, loaded\n')
+  subprocess.run([sys.executable, '-c', script], cwd=ROOT, check=True, timeout=TIMEOUT_S,
+                 env={**os.environ, 'XLA_FLAGS': ''})

@@ -7,9 +7,7 @@ formula at chosen steps, the clipped gradient in Adam's first moment.
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-from flax import nnx
 
 from configs import smoke
 from micro_dualnet_jax import sharding, steps

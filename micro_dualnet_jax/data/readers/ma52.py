@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import pathlib
 
-import numpy as np
 
 from micro_dualnet_jax.data.clip import Clip, DataFormatError
 from micro_dualnet_jax.data.ma52_classes import (
