@@ -54,9 +54,10 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {argv[1:]}')
+  overrides = config_flags.get_override_values(FLAGS['config'])
   cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, input_path=FLAGS.input,
           output_dir=FLAGS.output, checkpoint=FLAGS.checkpoint,
-          config_given=FLAGS['config'].present > 0)
+          config_given=FLAGS['config'].present > 0 or bool(overrides), overrides=overrides)
 
 
 if __name__ == '__main__':

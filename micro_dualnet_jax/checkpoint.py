@@ -36,6 +36,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from micro_dualnet_jax import sharding
+from micro_dualnet_jax.errors import CheckpointReadError
 
 CHECKSUMS_KEY = 'checksums'
 STATE_ITEMS = ('params', 'model_state', 'opt_state', 'loop')
@@ -123,12 +124,28 @@ class Checkpointer:
     if step in manager.all_steps():
       manager.delete(step)
 
-  def save(self, step: int, state: Any, meta: dict[str, Any], *, force: bool = False) -> bool:
+  def save(self, step: int, state: Any, meta: dict[str, Any], *, force: bool = False) -> None:
     """Saves `state` at `step` (asynchronously where enabled)."""
     def write():
       self._replace(self.latest, step)
-      return self.latest.save(step, args=self._args(state, meta), force=force)
-    return self._write(self.latest, step, write)
+      if not self.latest.save(step, args=self._args(state, meta), force=force):
+        raise RuntimeError(f'orbax did not save step {step} (it holds steps '
+                           f'{self.latest.all_steps()})')
+    self._write(self.latest, step, write)
+
+  def delete_after(self, step: int) -> list[int]:
+    """Deletes the checkpoints (latest and best) newer than `step`: a run restarted from `step`
+    trains those steps again, and must not leave a newer one to shadow what it saves."""
+    deleted = []
+    for manager in (self.latest, self.best):
+      if manager is None:
+        continue
+      manager.wait_until_finished()
+      for old in manager.all_steps():
+        if old > step:
+          manager.delete(old)
+          deleted.append(old)
+    return deleted
 
   def save_best(self, step: int, state: Any, meta: dict[str, Any],
                 metrics: dict[str, float]) -> None:
@@ -190,8 +207,8 @@ class Checkpointer:
         continue
       return step, {name: restored[name] for name in abstract}, dict(restored['meta'])
     if candidates:
-      raise RuntimeError(f'no checkpoint in {manager.directory} could be restored '
-                         f'(tried steps {candidates}); see the warnings above')
+      raise CheckpointReadError(f'no checkpoint in {manager.directory} could be restored '
+                                f'(tried steps {candidates}); see the warnings above')
     return None
 
   def read_meta(self, step: int | None = None, *, best: bool = False) -> dict[str, Any] | None:

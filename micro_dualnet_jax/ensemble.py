@@ -1,7 +1,8 @@
 """Score-level ensembling of trained runs (e.g. joint, bone, joint-motion and bone-motion streams).
 
 Each run's work directory holds `eval_outputs.npz` (written by train/eval: logits, labels and
-clip ids of its eval split, in source order). The ensemble score of clip n is the weighted sum of
+clip ids of its eval split, in the split's order, or the released list's for MA-52); members are
+matched by clip id. The ensemble score of clip n is the weighted sum of
 the members' softmax probabilities,
 
     p_n = sum_m w_m softmax(logits_{m,n}) / sum_m w_m,
@@ -58,6 +59,11 @@ def parse_members(spec: str) -> list[tuple[str, float]]:
     raise ValueError(f'an ensemble needs at least two work directories, got {spec!r} '
                      '(--input=dir_a,dir_b[=weight],...)')
   return members
+
+
+def member_dataset(workdir: str) -> str:
+  """The dataset a member run was trained on (its config.json)."""
+  return RunDir(workdir).config().data.name
 
 
 def load_run(workdir: str, weight: float = 1.0) -> RunScores:

@@ -161,51 +161,71 @@ def write_outputs(config: ml_collections.ConfigDict, folder: str, result: EvalRe
     logging.warning('plotting failed: %s', error)
 
 
-# The command-line settings --mode=eval takes over the run's own: how to score, not what model.
+# The settings --mode=eval takes from the command line over the run's own: how to score, not
+# what model.
 EVAL_SETTINGS = ('test_time', 'eval_batch_size', 'data.eval_split', 'data.data_dir',
                  'data.manual_dir')
 
 
 def eval_config(trained: ml_collections.ConfigDict,
-                given: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
-  """The run's config with EVAL_SETTINGS taken from the command line's `given` config."""
+                given: ml_collections.ConfigDict | None = None,
+                overrides: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """The run's config with EVAL_SETTINGS replaced: from `overrides` (dotted key -> value, the
+  values given explicitly on the command line) when given, else from the config `given`."""
   config = ml_collections.ConfigDict(trained.to_dict())
-  if given is None:
-    return config
-  for key in EVAL_SETTINGS:
+
+  def covered(key: str) -> bool:
+    return any(key == s or key.startswith(s + '.') for s in EVAL_SETTINGS)
+
+  if overrides is not None:
+    items = {k: v for k, v in overrides.items() if covered(k)}
+  elif given is not None:
+    items = {}
+    for key in EVAL_SETTINGS:
+      node = given
+      for part in key.split('.'):
+        node = node[part] if node is not None and part in node else None
+      if node is not None:
+        items[key] = node.to_dict() if hasattr(node, 'to_dict') else node
+  else:
+    items = {}
+  for key, value in items.items():
     *parents, leaf = key.split('.')
-    source, target = given, config
+    target = config
     for part in parents:
-      source, target = source[part], target[part]
-    if leaf in source:
-      value = source[leaf]
-      target[leaf] = value.to_dict() if hasattr(value, 'to_dict') else value
+      target = target[part]
+    target[leaf] = value
   return config
 
 
 def evaluate_workdir(workdir: str, config: ml_collections.ConfigDict | None = None, *,
-                     checkpoint: str = 'best', output_dir: str | None = None,
-                     verbose: bool = True) -> dict[str, Any]:
+                     overrides: dict[str, Any] | None = None, checkpoint: str = 'best',
+                     output_dir: str | None = None, verbose: bool = True) -> dict[str, Any]:
   """--mode=eval: scores the best (checkpoint='best', else the latest) or the latest
   checkpoint of `workdir` on its eval split and writes the outputs.
 
-  The model, loss and augmentation are the run's (config.json); from `config` (the command
-  line's) only EVAL_SETTINGS are taken. The outputs go to `output_dir` when given, so that
+  The model, loss and augmentation are the run's (config.json). EVAL_SETTINGS come from
+  `overrides` (the command line's explicit --config.* values) when given, else from `config`; a
+  `config` whose model differs is noted. The outputs go to `output_dir` when given, so that
   scoring a finished run another way (e.g. with test-time views) keeps its own results; else to
   the run directory. A run of several seeds is scored seed by seed (`<output>/seed_<s>/`), with
-  the mean and standard deviation over them. A missing work directory is refused and nothing is
-  created.
+  the mean and standard deviation over them (written to `<output>/eval_seeds.json` with
+  --output). A missing work directory is refused and nothing is created.
   """
   run = RunDir(workdir)
   if run.kind == 'seeds':
     per_seed = {}
     for seed, seed_run in zip(run.seeds(), run.seed_runs()):
       per_seed[seed] = evaluate_workdir(
-          seed_run.path, config, checkpoint=checkpoint, verbose=verbose,
+          seed_run.path, config, overrides=overrides, checkpoint=checkpoint, verbose=verbose,
           output_dir=os.path.join(output_dir, seed_dir_name(seed)) if output_dir else None)
-    return {'seeds': per_seed, **seed_statistics(list(per_seed.values()))}
+    result = {'seeds': per_seed, **seed_statistics(list(per_seed.values()))}
+    if output_dir and jax.process_index() == 0:
+      with open(os.path.join(output_dir, 'eval_seeds.json'), 'w') as f:
+        json.dump(result, f, indent=2)
+    return result
   trained = inference.run_config(run, config, verbose=verbose)
-  settings = eval_config(trained, config)
+  settings = eval_config(trained, config, overrides)
   steps.test_time_config(settings)        # a bad setting fails before anything is read
   sharding.maybe_initialize_distributed()
   mesh = sharding.make_mesh()
@@ -228,7 +248,8 @@ def seed_statistics(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
   """{'mean': {metric: m}, 'std': {metric: s}} over seeds, for every numeric metric they share
   (std: the sample standard deviation, ddof 1; 0 for one seed)."""
   keys = [k for k, v in results[0].items() if isinstance(v, (int, float))
-          and not isinstance(v, bool) and all(k in r for r in results)]
+          and not isinstance(v, bool) and k not in ('step', 'num_samples', 'num_clips')
+          and all(k in r for r in results)]
   values = {k: np.array([float(r[k]) for r in results]) for k in keys}
   return {'mean': {k: float(v.mean()) for k, v in values.items()},
           'std': {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()}}

@@ -30,6 +30,8 @@ from micro_dualnet_jax import metrics as metrics_lib
 from micro_dualnet_jax import sharding, steps
 from micro_dualnet_jax.checkpoint import Checkpointer
 from micro_dualnet_jax.data import augment, datasets
+from micro_dualnet_jax.data.readers import presence_confidence
+from micro_dualnet_jax.errors import CheckpointReadError
 from micro_dualnet_jax.models import MicroDualNet
 from micro_dualnet_jax.rundir import RunDir, RunDirError, config_differences
 from micro_dualnet_jax.skeleton import Layout, get_layout
@@ -103,7 +105,14 @@ def restore_model(workdir: str | RunDir, *, which: str = 'best',
                               async_save=False, create=False)
   try:
     used = 'best' if which == 'best' and checkpointer.steps(best=True) else 'latest'
-    restored = checkpointer.restore({'params': abstract}, best=used == 'best')
+    try:
+      restored = checkpointer.restore({'params': abstract}, best=used == 'best')
+    except CheckpointReadError:
+      if used != 'best':
+        raise
+      print(f'WARNING: no best checkpoint of {run.path} could be restored; using the latest',
+            flush=True)
+      used, restored = 'latest', checkpointer.restore({'params': abstract})
   finally:
     checkpointer.close()
   if restored is None:
@@ -290,18 +299,33 @@ class Predictor:
     if keypoints.shape[2] == c + 1:
       keypoints, confidence = keypoints[..., :c], keypoints[..., c]
     if confidence is None:
-      confidence = np.any(keypoints != 0, axis=-1).astype(np.float32)
-    confidence = np.nan_to_num(np.asarray(confidence, np.float32))
-    out = self.run(np.where((confidence > 0)[..., None], keypoints, 0.0), confidence,
-                   np.zeros(1, np.int64), len(keypoints))
+      confidence = presence_confidence(np.nan_to_num(keypoints))
+    # A joint with any non-finite coordinate is missing, like one with confidence 0.
+    confidence = np.where(np.isfinite(keypoints).all(-1),
+                          np.nan_to_num(np.asarray(confidence, np.float32)), 0.0)
+    keypoints = np.where((confidence > 0)[..., None], keypoints, 0.0)
+    # Padded to a power of two: clips of many lengths share a few compiled programs.
+    length = 1 << max(len(keypoints) - 1, 0).bit_length()
+    pad = length - len(keypoints)
+    out = self.run(np.pad(keypoints, ((0, pad), (0, 0), (0, 0))),
+                   np.pad(confidence, ((0, pad), (0, 0))), np.zeros(1, np.int64), length)
     if out['person_frames'][0] == 0:
       return {'status': 'no person', 'probabilities': None, 'top_k': [],
               'routing_weights': None}
     probabilities = out['probabilities'][0]
-    ranked = metrics_lib.topk_indices(probabilities[None], top_k)[0]
     return {'status': 'ok', 'probabilities': probabilities,
-            'top_k': [{'class': self.class_names[i], 'index': int(i),
-                       'probability': float(probabilities[i])} for i in ranked],
-            'routing_weights': {e: {'st': float(w[0]), 'ts': float(w[1])}
-                                for e, w in zip(self.entity_names,
-                                                out['routing_weights'][0])}}
+            'top_k': topk_entries(probabilities, self.class_names, top_k),
+            'routing_weights': routing_entries(out['routing_weights'][0], self.entity_names)}
+
+
+def topk_entries(probabilities: np.ndarray, class_names: list[str],
+                 k: int) -> list[dict[str, Any]]:
+  """[{'class', 'index', 'probability'}] of the k most probable classes, best first."""
+  ranked = metrics_lib.topk_indices(np.asarray(probabilities)[None], k)[0]
+  return [{'class': class_names[i], 'index': int(i), 'probability': float(probabilities[i])}
+          for i in ranked]
+
+
+def routing_entries(weights: np.ndarray, entity_names: list[str]) -> dict[str, dict[str, float]]:
+  """{entity: {'st': a_st, 'ts': a_ts}} from (K, 2) routing weights."""
+  return {e: {'st': float(w[0]), 'ts': float(w[1])} for e, w in zip(entity_names, weights)}

@@ -352,3 +352,44 @@ def format_metrics_table(metrics: Mapping[str, Any], title: str | None = None) -
   lines += [f'{"metric":<{width_k}}   {"value":>{width_v}}', rule]
   lines += [f'{k:<{width_k}}   {v:>{width_v}}' for k, v in rows]
   return '\n'.join(lines)
+
+
+def routing_statistics(weights: Any, labels: Any | None = None,
+                       num_classes: int | None = None) -> dict[str, Any]:
+  """How decided the entity router is, and which path each body part takes per class.
+
+  Args:
+    weights: (N, K, 2) routing weights [a_st, a_ts] per clip and entity.
+    labels: optional (N,) classes (0..num_classes-1; -1 rows are left out of the per-class table).
+    num_classes: C, for the per-class table.
+
+  Returns:
+    'entropy' (K,): the mean entropy of [a_st, a_ts] per entity in bits (1 = an even 0.5 / 0.5
+    blend, 0 = one path only); 'entropy_mean'; 'near_binary' (K,): the share of clips whose
+    larger weight exceeds 0.95; 'st_share' (K,): the mean a_st; and with labels
+    'st_share_by_class' (C, K), the mean a_st of each class's clips (NaN for an absent class).
+  """
+  weights = np.asarray(weights, np.float64)
+  if weights.ndim != 3 or weights.shape[-1] != 2:
+    raise ValueError(f'weights must be (N, K, 2), got {weights.shape}')
+  p = np.clip(weights, 1e-12, 1.0)
+  entropy = -(p * np.log2(p)).sum(-1)                                   # (N, K)
+  out: dict[str, Any] = {
+      'entropy': entropy.mean(0), 'entropy_mean': float(entropy.mean()),
+      'near_binary': (weights.max(-1) > 0.95).mean(0), 'st_share': weights[..., 0].mean(0)}
+  if labels is not None:
+    labels = np.asarray(labels)
+    num_classes = int(num_classes if num_classes is not None else labels.max() + 1)
+    keep = labels >= 0
+    out['st_share_by_class'] = class_routing_means(weights[keep, :, 0], labels[keep],
+                                                   num_classes)
+  return out
+
+
+def class_routing_means(st_share: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+  """Per-class mean of (N, K) ST shares -> (num_classes, K); NaN for classes without samples."""
+  sums = np.zeros((num_classes, st_share.shape[1]))
+  np.add.at(sums, labels, st_share)
+  counts = np.bincount(labels, minlength=num_classes)[:, None]
+  with np.errstate(invalid='ignore', divide='ignore'):
+    return np.where(counts > 0, sums / counts, np.nan)

@@ -51,8 +51,9 @@ A model whose class list has a background class (named by `background_class`, de
 ('background_percent'); it is never merged into 'no person', which only counts frames with nobody
 detected.
 
-**Options** are function parameters; a parameter left at None is read from `config.predict`
-when the run config has that section, else the default above (`PredictOptions`).
+**Options** are function parameters; a parameter left at None is read from the `predict`
+section of the command line's config (`--config.predict.window=...`), else the default above
+(`PredictOptions`). The trained run's own `predict` section is not used.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ from micro_dualnet_jax import metrics as metrics_lib
 from micro_dualnet_jax import report
 from micro_dualnet_jax.data.clip import Clip
 from micro_dualnet_jax.data.recordings import load_recordings
-from micro_dualnet_jax.inference import Predictor, restore_model, run_config
+from micro_dualnet_jax.inference import (Predictor, restore_model, routing_entries, run_config,
+                                         topk_entries)
 from micro_dualnet_jax.settings import PredictOptions, predict_options
 from micro_dualnet_jax.rundir import RunDir
 from micro_dualnet_jax.timeline import (NO_PERSON, frame_timeline, label_name,
@@ -101,10 +103,6 @@ class _Progress:
     if done >= self.total:
       sys.stderr.write('\n')
     sys.stderr.flush()
-
-
-def _routing_dict(weights: np.ndarray, entity_names: Sequence[str]) -> dict[str, dict[str, float]]:
-  return {e: {'st': float(w[0]), 'ts': float(w[1])} for e, w in zip(entity_names, weights)}
 
 
 def predict_clip(predictor: Predictor, clip: Clip, options: PredictOptions,
@@ -177,7 +175,7 @@ def predict_clip(predictor: Predictor, clip: Clip, options: PredictOptions,
       'background_class': background,
       'background_percent': shares['percent_of_time'][background] if background else None,
       'frames_changed_by_smoothing': int(np.sum(raw != smoothed)),
-      'mean_routing_weights': (_routing_dict(np.nanmean(routing[predicted], axis=0),
+      'mean_routing_weights': (routing_entries(np.nanmean(routing[predicted], axis=0),
                                              predictor.entity_names)
                                if predicted.any() else None),
       'st_share_by_predicted_action': by_action,
@@ -201,11 +199,9 @@ def _short_result(predictor: Predictor, clip: Clip, options: PredictOptions, out
   if probabilities is None:
     result.update(status=NO_PERSON, top_k=[], routing_weights=None)
   else:
-    ranked = metrics_lib.topk_indices(probabilities[None], options.top_k)[0]
-    result.update(status='ok', top_k=[{'class': predictor.class_names[c],
-                                       'index': int(c),
-                                       'probability': float(probabilities[c])} for c in ranked],
-                  routing_weights=_routing_dict(routing, predictor.entity_names))
+    result.update(status='ok',
+                  top_k=topk_entries(probabilities, predictor.class_names, options.top_k),
+                  routing_weights=routing_entries(routing, predictor.entity_names))
   with open(os.path.join(output_dir, 'prediction.json'), 'w') as f:
     json.dump(result, f, indent=2)
   if verbose:
@@ -284,11 +280,13 @@ def run_predict(config: ml_collections.ConfigDict, workdir: str, input_path: str
                 stride: int | None = None, batch_size: int | None = None,
                 top_k: int | None = None, smoothing: int | None = None, fps: float | None = None,
                 input_layout: str | None = None, background_class: str | None = None,
-                render: bool | None = None, verbose: bool = True) -> list[dict[str, Any]]:
+                render: bool | None = None, verbose: bool = True,
+                compare_model: bool = True) -> list[dict[str, Any]]:
   """`--mode=predict`: the trained model of `workdir` on the pose data at `input_path`.
 
   Args:
-    config: the command-line config (only its `predict` section, if any, is used).
+    config: the command-line config: its `predict` section gives the options (None: the
+      defaults); with compare_model, a model section that differs from the run's is noted.
     workdir: the trained run (its config.json defines the model).
     input_path: see `load_recordings`.
     output_dir: output folder (default `<workdir>/predict/<input name>`); with several
@@ -308,7 +306,7 @@ def run_predict(config: ml_collections.ConfigDict, workdir: str, input_path: str
       background_class=background_class, render=render)
   run = RunDir(workdir)
   run.require_single_run('predict')
-  trained = run_config(run, config, verbose=verbose)
+  trained = run_config(run, config if compare_model else None, verbose=verbose)
   options = options.resolved(trained)
   # Input errors (layout, format) come before the slower checkpoint restore.
   clips = load_recordings(input_path, trained.model.layout, input_layout=options.input_layout)

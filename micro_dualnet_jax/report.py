@@ -21,6 +21,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from micro_dualnet_jax.metrics import class_routing_means
 from micro_dualnet_jax.skeleton import Layout, get_layout
 from micro_dualnet_jax.timeline import label_name
 
@@ -189,15 +190,6 @@ def _check_routing(weights: Any, num_entities: int) -> np.ndarray:
   if np.abs(weights.sum(axis=-1) - 1.0).max() > 1e-2:
     raise ValueError('weights must sum to 1 over the last axis ([a_st, a_ts])')
   return weights
-
-
-def class_routing_means(st_share: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-  """Per-class mean of (N, K) ST shares -> (num_classes, K); NaN for classes without samples."""
-  sums = np.zeros((num_classes, st_share.shape[1]))
-  np.add.at(sums, labels, st_share)
-  counts = np.bincount(labels, minlength=num_classes)[:, None]
-  with np.errstate(invalid='ignore', divide='ignore'):
-    return np.where(counts > 0, sums / counts, np.nan)
 
 
 def plot_routing_weights(weights: Any, entity_names: Sequence[str], out_png: str | os.PathLike,

@@ -44,9 +44,14 @@ PREDICTIONS_FILE = 'predictions.csv'
 CHECKPOINTS_DIR = 'checkpoints'
 BEST_DIR = 'best'
 SEED_PREFIX = 'seed_'
-# Config sections that define what a checkpoint computes: a run directory holding another value
-# of any of them is a different model.
-MODEL_SECTIONS = ('model', 'loss')
+# What defines what a checkpoint computes: a run directory holding another value of any of these
+# is a different model (None: the whole section). The augmentation strengths may change on resume;
+# the input the model sees may not.
+MODEL_KEYS: dict[str, tuple[str, ...] | None] = {
+    'model': None, 'loss': None,
+    'augment': ('stream', 'normalize', 'align_yaw', 'pad_instead_of_resample', 'num_frames'),
+    'data': ('max_frames',),
+}
 
 
 class RunDirError(ValueError):
@@ -67,13 +72,14 @@ def config_dict(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str,
 
 
 def config_differences(old: dict[str, Any], new: ml_collections.ConfigDict | dict[str, Any],
-                       sections: Sequence[str] = MODEL_SECTIONS) -> list[str]:
-  """'section.key: old in the work directory, new now' for every value that differs."""
+                       keys: dict[str, Sequence[str] | None] | None = None) -> list[str]:
+  """'section.key: old in the work directory, new now' for every value that differs, over
+  `keys` (section -> keys, None for all; default MODEL_KEYS)."""
   new = config_dict(new)
   diffs = []
-  for section in sections:
+  for section, names in (MODEL_KEYS if keys is None else keys).items():
     before, now = old.get(section, {}) or {}, new.get(section, {}) or {}
-    for key in sorted(set(before) | set(now)):
+    for key in sorted(set(before) | set(now)) if names is None else names:
       if before.get(key) != now.get(key):
         diffs.append(f'{section}.{key}: {before.get(key)!r} in the work directory, '
                      f'{now.get(key)!r} now')
@@ -169,9 +175,9 @@ class RunDir:
     return _read_json(path) if os.path.isfile(path) else None
 
   def check_same_model(self, config: ml_collections.ConfigDict | dict[str, Any]) -> None:
-    """Refuses `config` if the directory holds a run with other model or loss settings (a
-    setting that keeps every parameter shape, e.g. velocity_scale, would otherwise restore and
-    silently compute something else)."""
+    """Refuses `config` if the directory holds a run with other model, loss or input settings
+    (MODEL_KEYS; a setting that keeps every parameter shape, e.g. velocity_scale or the input
+    stream, would otherwise restore and silently compute something else)."""
     old = self.raw_config()
     if old is None:
       return
@@ -202,6 +208,9 @@ class RunDir:
   def write_summary(self, summary: dict[str, Any]) -> None:
     _write_json(self.file(SUMMARY_FILE), summary)
 
-  def has_checkpoint(self) -> bool:
+  def checkpoint_steps(self) -> list[int]:
+    """The committed checkpoint steps under checkpoints/ (read from the folder names)."""
     folder = self.file(CHECKPOINTS_DIR)
-    return os.path.isdir(folder) and any(p.isdigit() for p in os.listdir(folder))
+    if not os.path.isdir(folder):
+      return []
+    return sorted(int(p) for p in os.listdir(folder) if p.isdigit())

@@ -385,12 +385,6 @@ def make_eval_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
                  out_shardings=out_sharding)
 
 
-def parameter_checksum(params: Any) -> str:
-  """sha256 over the parameter bytes in tree order: equal iff the parameters are bit-identical."""
-  from micro_dualnet_jax.checkpoint import tree_checksum  # pylint: disable=g-import-not-at-top
-  return tree_checksum(params)
-
-
 def host_batches_to_global(batches: Sequence[dict[str, np.ndarray]], mesh: jax.sharding.Mesh,
                            global_batch_size: int) -> dict[str, jax.Array]:
   """Per-seed per-process batches -> one global (S, B, ...) batch for a seeds-axis step."""

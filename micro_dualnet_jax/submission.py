@@ -25,8 +25,7 @@ import numpy as np
 
 from micro_dualnet_jax import metrics as metrics_lib
 from micro_dualnet_jax.data.ma52_classes import MA52_ACTION_TO_BODY, NUM_CLASSES as MA52_ACTIONS
-
-PREDICTIONS_FILE = 'predictions.csv'
+from micro_dualnet_jax.rundir import PREDICTIONS_FILE
 TOP_K = 5
 # dataset -> (submission CSV, the zip the server takes)
 SUBMISSIONS = {'imigue': ('Submission.csv', 'Submission.zip'),

@@ -32,21 +32,18 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from micro_dualnet_jax import __version__, evaluate, sharding, steps
+from micro_dualnet_jax import __version__, evaluate, rundir, sharding, steps
 from micro_dualnet_jax.checkpoint import (Checkpointer, CheckpointWriteError, abstract_like,
                                           items_state, state_items, tree_checksum)
 from micro_dualnet_jax.data import datasets
 from micro_dualnet_jax.data.loader import Loader
+from micro_dualnet_jax.errors import TrainingError
 from micro_dualnet_jax.losses import LossConfig
 from micro_dualnet_jax.rundir import METRICS_FILE, RunDir, RunDirError, seed_dir_name
 from micro_dualnet_jax.settings import RunSettings
 
 Hook = Callable[[str, int], None]
 HOOK_EVENTS = ('step', 'checkpoint', 'final_eval')
-
-
-class TrainingError(RuntimeError):
-  """A run that cannot go on (non-finite loss, a checkpoint that cannot be written, ...)."""
 
 
 # ----------------------------------------------------------------------------- checks
@@ -96,7 +93,8 @@ def _check_workdir(run: RunDir, settings: RunSettings,
   """A work directory that holds a run: the same format, kind, seeds and model."""
   if not run.exists():
     if os.path.isdir(run.path) and os.listdir(run.path):
-      leftovers = sorted(os.listdir(run.path))
+      # Write probes of other processes (or of a killed one) and empty orbax folders are fine.
+      leftovers = sorted(p for p in os.listdir(run.path) if not p.startswith('.write_test.'))
       if set(leftovers) - {'checkpoints', 'best'}:
         raise RunDirError(f'work directory {run.path!r} is not empty and holds no run '
                           f'({leftovers[:5]}); use an empty or new --workdir')
@@ -109,6 +107,11 @@ def _check_workdir(run: RunDir, settings: RunSettings,
                       '--workdir or the same seeds')
   for seed_run in run.seed_runs():
     seed_run.check_same_model(config)
+  old = run.raw_config() or {}
+  if old.get('best_metric', config.best_metric) != config.best_metric:
+    raise RunDirError(f'work directory {run.path!r} keeps its best checkpoint by best_metric '
+                      f'{old.get("best_metric")!r}, this config by {config.best_metric!r}: use '
+                      'the same best_metric or a new --workdir')
 
 
 # ----------------------------------------------------------------------------- one seed's files
@@ -245,6 +248,38 @@ def _seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections
   return seed_config
 
 
+# What fixes a run's number of steps: when none of these differ from the run's config.json, a
+# finished run is recognised without opening its data.
+_BUDGET_KEYS = ('num_train_steps', 'num_epochs', 'batch_size', 'data.name', 'data.train_split',
+                'data.options')
+
+
+def _finished_as_configured(run: RunDir, config: ml_collections.ConfigDict
+                            ) -> dict[str, Any] | None:
+  """The summary of a finished run whose step budget `config` leaves as it was, else None."""
+  old = run.raw_config() if run.exists() else None
+  summary = run.summary() if old is not None else None
+  if summary is None:
+    return None
+  new = rundir.config_dict(config)
+
+  def value(tree, key):
+    for part in key.split('.'):
+      tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+  if any(value(old, k) != value(new, k) for k in _BUDGET_KEYS):
+    return None
+  return summary
+
+
+def _report_finished(run: RunDir, summary: dict[str, Any]) -> dict[str, Any]:
+  print(f'{run.path} already holds this run, finished at step {summary["step"]}; nothing to '
+        f'do. Summary: {run.file("summary.json")}', flush=True)
+  print(json.dumps(summary.get('final', summary.get('final_mean', {}))), flush=True)
+  return summary
+
+
 def _finished(run: RunDir, total_steps: int) -> dict[str, Any] | None:
   """The summary of a run that already trained `total_steps` (or more) steps, else None."""
   summary = run.summary() if run.exists() else None
@@ -277,6 +312,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   run = RunDir(workdir)
   _check_writable(workdir)
   _check_workdir(run, settings, config)
+  done = _finished_as_configured(run, config)
+  if done is not None:   # a requeued finished run: nothing read, nothing written
+    return _report_finished(run, done)
   splits = datasets.load_splits(config)
   seeds = settings.seeds
   loaders = [datasets.make_loader(config, splits.train, settings.batch_size, 'train', seed=s)
@@ -284,26 +322,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   eval_loader = datasets.make_loader(config, splits.eval, settings.eval_batch_size, 'eval')
   steps_per_epoch = loaders[0].steps_per_epoch
   total_steps = settings.num_train_steps or int(settings.num_epochs * steps_per_epoch)
+  if total_steps < 1:
+    raise ValueError(f'invalid run config: num_epochs {settings.num_epochs} of '
+                     f'{steps_per_epoch} steps each is less than one step')
   done = _finished(run, total_steps)
   if done is not None:
-    print(f'{workdir} already holds this run, finished at step {done["step"]} '
-          f'(num_train_steps {total_steps}); nothing to do. Summary: '
-          f'{run.file("summary.json")}', flush=True)
-    print(json.dumps(done.get('final', done.get('final_mean', {}))), flush=True)
-    return done
-
-  # 2. The run directories.
+    return _report_finished(run, done)
   multi = settings.num_seeds > 1
   seed_runs = [RunDir(os.path.join(workdir, seed_dir_name(s))) if multi else run for s in seeds]
+  newest = max((max(r.checkpoint_steps(), default=0) for r in seed_runs), default=0)
+  if newest > total_steps:
+    raise RunDirError(f'work directory {workdir!r} holds checkpoints up to step {newest}, beyond '
+                      f'this config\'s {total_steps} steps: raise num_train_steps / num_epochs, '
+                      'or use a new --workdir')
+  # Every process has passed every check before any of them writes.
+  sharding.barrier('run checks passed')
+
+  # 2. The run directories.
   if is_main:
     run.write(config, kind='seeds' if multi else 'run', seeds=seeds, package_version=__version__)
     if multi:
       for s, seed_run in zip(seeds, seed_runs):
         seed_run.write(_seed_config(config, s), kind='run', seeds=[s],
                        package_version=__version__)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices('run directories written')
+  sharding.barrier('run directories written')
 
   tx, schedule = steps.make_optimizer(steps.OptimConfig.from_dict(config.optim), total_steps)
   graphdef, state = steps.create_train_states(config, tx, mesh, seeds)
@@ -315,14 +357,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
               for s, seed_run, loader in zip(seeds, seed_runs, loaders)]
   abstract = abstract_like(state_items(steps.replica(state, 0, mesh)))
   restored = _restore(per_seed, abstract)
-  start_step, history_start = 0, time.time()
+  start_step, elapsed = 0, 0.0
   if restored is not None:
     start_step, states, metas = restored
     state = steps.replicate_stacked(states, mesh)
     for s, meta in zip(per_seed, metas):
       s.best.update(meta.get('best', {}))
+    elapsed = float(metas[0].get('elapsed_s', 0.0))
     logging.info('resumed from step %d', start_step)
     print(f'Resuming from checkpoint at step {start_step}', flush=True)
+  # Steps after the start are trained again: checkpoints of them (a seed saved ahead of the
+  # others, a best checkpoint of a later evaluation) must not shadow the new ones.
+  for s in per_seed:
+    if is_main:
+      s.ckpt.delete_after(start_step)
+    best_meta = s.ckpt.read_meta(best=True)
+    if best_meta is not None:   # the best/ checkpoint knows the best so far
+      s.best.clear()
+      s.best.update(best_meta.get('best', {}))
+  sharding.barrier('stale checkpoints removed')
+  history_start = time.time() - elapsed
   for s in per_seed:
     s.log = _MetricsLog(s.run.path, is_main, resume_step=start_step)
 
@@ -334,8 +388,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   def meta_for(step, seed):
     epoch, offset = divmod(step, steps_per_epoch)
-    return {'step': step, 'epoch': epoch, 'batch_in_epoch': offset, 'best': seed.best,
-            'model': config.model.to_dict(), 'seed': seed.seed}
+    # Copies: an asynchronous save serialises the meta later, after `best` may have changed.
+    return {'step': step, 'epoch': epoch, 'batch_in_epoch': offset, 'best': dict(seed.best),
+            'model': config.model.to_dict(), 'seed': seed.seed,
+            'elapsed_s': round(time.time() - history_start, 1)}
 
   saved = {'step': start_step}
 

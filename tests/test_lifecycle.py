@@ -87,6 +87,8 @@ def test_rerun_of_a_finished_run_prints_its_summary_and_exits_0(finished, data_d
                                             'number > 0, got -1.0'),
     (['--config.num_seeds=2'], r'holds a run of seeds \[0\]; this config trains seeds \[0, 1\]'),
     (['--config.test_time.num_clips=0'], 'num_clips must be a positive integer, got 0'),
+    (['--config.augment.stream=bone'], "augment.stream: 'joint' in the work directory, 'bone'"),
+    (['--config.best_metric=top5'], "best_metric 'top1', this config by 'top5'"),
 ])
 def test_a_refused_command_leaves_the_work_directory_as_it_was(finished, data_dir, args,
                                                                message):
@@ -122,6 +124,19 @@ def test_a_refused_command_creates_no_work_directory(tmp_path, data_dir, args, m
   if 'manual_dir' not in ' '.join(args):     # a missing dataset adds where to get it
     assert refused.stderr.count('\n') == 1, refused.stderr
   assert not (tmp_path / 'new').exists()
+
+
+def test_a_budget_below_the_checkpoints_is_refused(data_dir, tmp_path):
+  config = smoke.get_config()
+  config.data.data_dir = data_dir
+  config.max_steps_per_run = 8              # stopped after step 8 of 8: checkpoints 4 and 8
+  config.num_train_steps = 12
+  assert train.train_and_evaluate(config, str(tmp_path)) == {'interrupted_at_step': 8}
+  before = snapshot(tmp_path)
+  config.num_train_steps = 6
+  with pytest.raises(RunDirError, match='holds checkpoints up to step 8, beyond this config.s 6'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert snapshot(tmp_path) == before
 
 
 def test_eval_batch_size_is_refused_before_step_1(finished, data_dir, tmp_path):

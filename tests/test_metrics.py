@@ -189,3 +189,15 @@ def test_format_metrics_table_and_scalars():
   scalars = M.scalar_metrics(got)
   assert 'confusion_matrix' not in scalars and scalars['body_top1'] == 100.0
   assert all(isinstance(v, (int, float)) for v in scalars.values())
+
+
+def test_routing_statistics_by_hand():
+  weights = np.array([[[0.5, 0.5], [1.0, 0.0]],
+                      [[0.5, 0.5], [0.2, 0.8]]])          # (N=2, K=2, 2)
+  stats = M.routing_statistics(weights, labels=np.array([1, 0]), num_classes=3)
+  h = -(0.2 * np.log2(0.2) + 0.8 * np.log2(0.8))
+  np.testing.assert_allclose(stats['entropy'], [1.0, h / 2], atol=1e-9)
+  np.testing.assert_allclose(stats['near_binary'], [0.0, 0.5])
+  np.testing.assert_allclose(stats['st_share'], [0.5, 0.6])
+  np.testing.assert_allclose(stats['st_share_by_class'][:2], [[0.5, 0.2], [0.5, 1.0]])
+  assert np.isnan(stats['st_share_by_class'][2]).all()

@@ -11,6 +11,7 @@ through `tfds.data_source` / `builder.as_data_source` are dicts of numpy arrays:
   clip_id     bytes   ()
   num_frames  int32   ()        T
   body_label  int64   ()        MA-52 only (docs/data_formats.md, MA-52), -1 when unlabelled
+  list_line   int64   ()        MA-52 only: the clip's line in its list file (submission order)
 
 Examples are keyed by clip id, so TFDS stores them in a deterministic, hash-shuffled order.
 """
