@@ -1,132 +1,145 @@
-"""Ablation on the synthetic micro-action set: which path does each kind of action need?
+"""The paper's claims on the synthetic micro-action set at its full budget, seeds in one run.
 
-  python benchmarks/ablation_synthetic.py --seeds=0,1,2 --steps=600
+  python benchmarks/ablation_synthetic.py --num_seeds=3 --out=benchmarks/results/claims_synthetic.json
 
-Trains, under one budget (same steps, batch, schedule and data) and for every seed:
-  st            ST path only (no MAC)
-  ts            TS path only (no MAC)
-  dual_mean     both paths, fixed 0.5 / 0.5 fusion (no MAC)
-  dual_routing  both paths, per-entity router (no MAC)
-  dual_routing_mac  both paths, router, MAC loss (the full model)
-and writes benchmarks/results/ablation_synthetic.json: per variant the mean and std of Top-1
-over seeds and the accuracy on position-defined and motion-defined classes; plus, for the full
-model, the learned routing weight of each class's defining entity beside the class's
-ground-truth type (table in the JSON, PNG beside it).
+Every variant is `main.py --config=configs/synthetic.py` (1000 steps of batch 32) with
+`--config.num_seeds=N` and its overrides:
+  st, ts                 one path only (no MAC)
+  dual_mean, dual_static, dual_routing   both paths, fixed 0.5 / 0.5, learned per-entity
+                         constants, the input-dependent router (no MAC)
+  dual_routing_mac       the full model (router + InfoNCE MAC)
+  dual_routing_kl        router + the 'kl' MAC form (per-path heads, CE + symmetric KL)
+Per variant the JSON (`<results>/<variant>.json`, read back when it exists, so a stopped run
+goes on) holds every seed's Top-1, the accuracy on position- and motion-defined classes, the
+router's statistics (`metrics.routing_statistics`) and, per class, the ST share of its defining
+entity; the aggregate file has the mean +- std per variant.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import platform
+import subprocess
 import sys
-import tempfile
 import time
+from importlib import metadata
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from micro_dualnet_jax import hostenv  # pylint: disable=wrong-import-position
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
 
-if __name__ == '__main__':
-  hostenv.reexec_with_tuned_malloc()  # train as main.py does
+from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from configs import synthetic as synthetic_config  # pylint: disable=wrong-import-position
-from micro_dualnet_jax import report, steps, train  # pylint: disable=wrong-import-position
+from micro_dualnet_jax import ensemble, metrics, steps  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.data import synthetic  # pylint: disable=wrong-import-position
+from micro_dualnet_jax.rundir import RunDir  # pylint: disable=wrong-import-position
 
 VARIANTS = {
-    'st': dict(paths='st', fusion='routing', mac='none'),
-    'ts': dict(paths='ts', fusion='routing', mac='none'),
-    'dual_mean': dict(paths='dual', fusion='mean', mac='none'),
-    'dual_routing': dict(paths='dual', fusion='routing', mac='none'),
-    'dual_routing_mac': dict(paths='dual', fusion='routing', mac='infonce'),
+    'st': {'model.paths': 'st', 'loss.mac': 'none'},
+    'ts': {'model.paths': 'ts', 'loss.mac': 'none'},
+    'dual_mean': {'model.fusion': 'mean', 'loss.mac': 'none'},
+    'dual_static': {'model.fusion': 'static', 'loss.mac': 'none'},
+    'dual_routing': {'model.fusion': 'routing', 'loss.mac': 'none'},
+    'dual_routing_mac': {'model.fusion': 'routing', 'loss.mac': 'infonce'},
+    'dual_routing_kl': {'model.fusion': 'routing', 'loss.mac': 'kl'},
 }
 
-
-def variant_config(name: str, seed: int, steps: int, data_dir: str):
-  config = synthetic_config.get_config()
-  v = VARIANTS[name]
-  config.model.paths, config.model.fusion, config.loss.mac = v['paths'], v['fusion'], v['mac']
-  config.seed = seed
-  config.data.data_dir = data_dir
-  config.num_train_steps = steps
-  config.eval_every_steps = 0
-  config.checkpoint_every_steps = steps
-  config.log_every_steps = max(steps // 4, 1)
-  return config
+_VARIANTS = flags.DEFINE_list('variants', list(VARIANTS), 'Variants to run.')
+_NUM_SEEDS = flags.DEFINE_integer('num_seeds', 3, 'Seeds per variant (one run).')
+_RUNS = flags.DEFINE_string('workdir_root', '/tmp/mdn_claims_synthetic', 'Work directories.')
+_RESULTS = flags.DEFINE_string('results', os.path.join(_ROOT, 'benchmarks', 'results',
+                                                       'claims_synthetic'), 'Per-variant JSON.')
+_OUT = flags.DEFINE_string('out', None, 'The aggregate JSON.')
 
 
 def type_accuracy(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
   """Top-1 (%) over position-defined and over motion-defined classes."""
   types = np.array([c.type for c in synthetic.CLASSES])
   correct = predictions == labels
-  return {kind: float(100 * correct[types[labels] == kind].mean())
+  return {kind: round(float(100 * correct[types[labels] == kind].mean()), 2)
           for kind in ('position', 'motion')}
 
 
-def defining_entity_routing(routing: np.ndarray, labels: np.ndarray,
-                            entity_names: list[str]) -> list[dict]:
-  """Per class: mean ST weight of its defining entity over its test clips, and its type."""
-  rows = []
-  for index, cls in enumerate(synthetic.CLASSES):
-    k = entity_names.index(cls.entity)
-    rows.append({'class': cls.name, 'type': cls.type, 'entity': cls.entity,
-                 'st_weight': float(routing[labels == index, k, 0].mean())})
-  return rows
+def seed_record(folder: str, entity_names: list[str]) -> dict:
+  scores = ensemble.load_run(folder)
+  with np.load(os.path.join(folder, 'eval_outputs.npz')) as outputs:
+    routing = outputs['routing_weights']
+  predictions = scores.logits.argmax(-1)
+  stats = metrics.routing_statistics(routing, scores.labels, len(synthetic.CLASSES))
+  defining = {c.name: {'type': c.type, 'entity': c.entity, 'st_share': round(float(
+      stats['st_share_by_class'][i, entity_names.index(c.entity)]), 3)}
+              for i, c in enumerate(synthetic.CLASSES)}
+  return {'top1': round(float(100 * np.mean(predictions == scores.labels)), 2),
+          **type_accuracy(predictions, scores.labels),
+          'router_entropy_bits': {e: round(float(h), 3) for e, h in
+                                  zip(entity_names, stats['entropy'])},
+          'router_near_binary': {e: round(float(b), 3) for e, b in
+                                 zip(entity_names, stats['near_binary'])},
+          'defining_entity_st_share': defining}
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--seeds', default='0,1,2')
-  parser.add_argument('--steps', type=int, default=600)
-  parser.add_argument('--variants', default=','.join(VARIANTS))
-  parser.add_argument('--workdir', default=os.path.join(tempfile.gettempdir(), 'mdn_ablation'))
-  parser.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'results',
-                                                    'ablation_synthetic.json'))
-  args = parser.parse_args()
-  seeds = [int(s) for s in args.seeds.split(',')]
-  data_dir = os.path.join(args.workdir, 'data')
-  runs, routing_rows = {}, None
-  for name in args.variants.split(','):
-    for seed in seeds:
-      workdir = os.path.join(args.workdir, f'{name}_seed{seed}')
-      config = variant_config(name, seed, args.steps, data_dir)
-      start = time.time()
-      summary = train.train_and_evaluate(config, workdir)
-      outputs = np.load(os.path.join(workdir, 'eval_outputs.npz'))
-      predictions = outputs['logits'].argmax(-1)
-      runs.setdefault(name, []).append({
-          'seed': seed, 'top1': summary['final']['top1'], 'wall_s': round(time.time() - start),
-          **type_accuracy(predictions, outputs['labels'])})
-      if name == 'dual_routing_mac' and seed == seeds[0]:
-        entities = list(steps.model_config(config).entity_names)
-        routing_rows = defining_entity_routing(outputs['routing_weights'], outputs['labels'],
-                                               entities)
-        report.plot_routing_weights(
-            outputs['routing_weights'], entities,
-            os.path.splitext(args.out)[0] + '_routing.png',
-            class_names=[f'{c.name} ({c.type[0]})' for c in synthetic.CLASSES],
-            labels=outputs['labels'])
-      print(json.dumps({'variant': name, **runs[name][-1]}), flush=True)
+def run_variant(name: str) -> dict:
+  out_path = os.path.join(_RESULTS.value, f'{name}__seeds{_NUM_SEEDS.value}.json')
+  if os.path.exists(out_path):
+    with open(out_path) as f:
+      return json.load(f)
+  workdir = os.path.join(_RUNS.value, name)
+  command = [sys.executable, os.path.join(_ROOT, 'main.py'),
+             f'--config={os.path.join(_ROOT, "configs", "synthetic.py")}', f'--workdir={workdir}',
+             f'--config.num_seeds={_NUM_SEEDS.value}', '--config.eval_every_steps=0',
+             f'--config.data.data_dir={os.path.join(_RUNS.value, "data")}',
+             *[f'--config.{k}={v}' for k, v in VARIANTS[name].items()]]
+  os.makedirs(_RUNS.value, exist_ok=True)
+  start = time.time()
+  with open(f'{workdir}.log', 'a') as log:
+    code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=_ROOT)
+  if code:
+    raise RuntimeError(f'{name} failed (exit {code}); see {workdir}.log')
+  run = RunDir(workdir)
+  entity_names = list(steps.model_config(run.seed_runs()[0].config()).entity_names)
+  seeds = {str(s): seed_record(r.path, entity_names)
+           for s, r in zip(run.seeds(), run.seed_runs())}
+  top1 = np.array([v['top1'] for v in seeds.values()])
+  record = {'variant': name, 'overrides': VARIANTS[name], 'command': ' '.join(command[1:]),
+            'wall_s': round(time.time() - start, 1), 'python': platform.python_version(),
+            'jax': metadata.version('jax'), 'git_commit': _git_commit(), 'seeds': seeds,
+            'top1_mean': round(float(top1.mean()), 2),
+            'top1_std': round(float(top1.std(ddof=1)), 2) if len(top1) > 1 else 0.0,
+            'config': run.raw_config()}
+  os.makedirs(_RESULTS.value, exist_ok=True)
+  with open(out_path, 'w') as f:
+    json.dump(record, f, indent=1)
+  return record
+
+
+def _git_commit() -> str:
+  try:
+    return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=_ROOT, capture_output=True,
+                          text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
+def main(argv):
+  del argv
   table = {}
-  for name, results in runs.items():
-    column = lambda key: np.array([r[key] for r in results])
-    table[name] = {
-        'top1_mean': round(float(column('top1').mean()), 2),
-        'top1_std': round(float(column('top1').std()), 2),
-        'position_top1_mean': round(float(column('position').mean()), 2),
-        'motion_top1_mean': round(float(column('motion').mean()), 2),
-        'runs': results}
-  result = {'steps': args.steps, 'seeds': seeds, 'batch_size': 32,
-            'command': 'python benchmarks/ablation_synthetic.py ' + ' '.join(sys.argv[1:]),
-            'variants': table, 'routing_by_class': routing_rows}
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(result, f, indent=2)
-  print(json.dumps({k: {m: v[m] for m in ('top1_mean', 'top1_std', 'position_top1_mean',
-                                          'motion_top1_mean')} for k, v in table.items()}))
+  for name in _VARIANTS.value:
+    if name not in VARIANTS:
+      raise app.UsageError(f'unknown variant {name!r}; choose from {sorted(VARIANTS)}')
+    record = run_variant(name)
+    mean = lambda key: round(float(np.mean([s[key] for s in record['seeds'].values()])), 2)
+    table[name] = {'top1_mean': record['top1_mean'], 'top1_std': record['top1_std'],
+                   'position_mean': mean('position'), 'motion_mean': mean('motion'),
+                   'per_seed_top1': {s: v['top1'] for s, v in record['seeds'].items()},
+                   'wall_s': record['wall_s']}
+    print(json.dumps({'variant': name, **table[name]}), flush=True)
+  if _OUT.value:
+    with open(_OUT.value, 'w') as f:
+      json.dump({'benchmark': 'claims on the synthetic set (configs/synthetic.py, full budget)',
+                 'num_seeds': _NUM_SEEDS.value, 'variants': table}, f, indent=1)
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)
