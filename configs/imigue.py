@@ -4,6 +4,8 @@ Point --config.data.manual_dir at the release as downloaded, raw CSV or processe
 reader is chosen by what the folder holds. Metrics: Top-1, Top-5; writes Submission.csv.
 """
 
+import ml_collections
+
 from configs import default
 
 
@@ -13,6 +15,8 @@ def get_config():
   config.data.train_split = 'train'
   config.data.eval_split = 'test'
   config.data.max_frames = 150
+  # 'raw' or 'processed' picks the release when the manual folder holds both (None: the one there).
+  config.data.options.source = ml_collections.FieldReference(None, field_type=str)
   config.model.layout = 'openpose22'
   config.model.num_classes = 32
   config.model.num_frames = 64

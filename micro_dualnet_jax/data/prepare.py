@@ -67,7 +67,8 @@ def imigue_release(root: pathlib.Path, source: str | None = None) -> str | None:
   if found['raw'] and found['processed']:
     raise ValueError(
         f'{root} holds both the raw iMiGUE release ({found["raw"]}) and processed arrays '
-        f'({found["processed"]}); pass source="raw" or source="processed"')
+        f'({found["processed"]}); choose one with --config.data.options.source=raw or '
+        'source=processed')
   return next((release for release, splits in found.items() if splits), None)
 
 
