@@ -12,7 +12,7 @@ width), peak host memory, eval batch-1 latency and large-batch throughput; per c
   python benchmarks/train_step.py --config=configs/default.py --dtypes=float32 --profile
   python benchmarks/train_step.py --config=configs/default.py --components
 
---vs-torch also runs the PyTorch twin (`shared/benchmarks/torch_twin.py`, fp32 eager and bf16
+--vs-torch also runs the PyTorch twin (the script named by --torch_twin, fp32 eager and bf16
 autocast) with the same batch and model sizes as subprocesses, and reports the ratios.
 --profile adds a per-HLO-op time breakdown of the train step (from a jax.profiler trace).
 --components adds micro-benchmarks of the model's pieces at the model's shapes.
