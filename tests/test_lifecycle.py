@@ -301,3 +301,19 @@ def test_inference_never_imports_the_training_loop():
             'assert not loaded, loaded\n')
   subprocess.run([sys.executable, '-c', script], cwd=ROOT, check=True, timeout=TIMEOUT_S,
                  env={**os.environ, 'XLA_FLAGS': ''})
+
+
+def test_a_work_directory_of_the_older_format_is_refused_by_name(finished, tmp_path, data_dir):
+  """A directory without run.json (written before the format was recorded) is refused for
+  training and inference alike, saying why and what to do."""
+  old = tmp_path / 'old'
+  shutil.copytree(finished, old)
+  os.remove(old / 'run.json')
+  before = snapshot(old)
+  config = smoke.get_config()
+  config.data.data_dir = data_dir
+  for attempt in (lambda: train.train_and_evaluate(config, str(old)),
+                  lambda: evaluate.evaluate_workdir(str(old))):
+    with pytest.raises(RunDirError, match='written by an older micro_dualnet_jax.*train again'):
+      attempt()
+  assert snapshot(old) == before

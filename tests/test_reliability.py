@@ -49,9 +49,9 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _two_processes(workdir, data_dir, tmp_path, tag: str, **kwargs) -> list[Run]:
+def _two_processes(workdir, data_dir, tmp_path, tag: str, *args: str, **kwargs) -> list[Run]:
   address = f'127.0.0.1:{_free_port()}'
-  return [smoke_run(workdir, data_dir, tmp_path / f'{tag}_{i}.log', devices=1,
+  return [smoke_run(workdir, data_dir, tmp_path / f'{tag}_{i}.log', *args, devices=1,
                     env={'JAX_COORDINATOR_ADDRESS': address, 'JAX_NUM_PROCESSES': '2',
                          'JAX_PROCESS_ID': str(i), 'JAX_CPU_COLLECTIVES_IMPLEMENTATION': 'gloo'},
                     **kwargs)
@@ -134,6 +134,35 @@ def test_two_processes_stop_together_resume_and_match_one_process(reference, dat
   assert len((workdir / 'predictions.csv').read_text().splitlines()) == 1 + 24
   assert _train_losses(workdir) == ref_losses
   assert _state_checksum(workdir, STEPS) == _state_checksum(ref_dir, STEPS)
+
+
+def test_seeds_in_one_run_over_two_processes_match_one_process(data_dir, tmp_path):
+  """num_seeds=2 on two processes of one device each ends bit-identical, seed by seed, to one
+  process on two devices; SIGTERM to one process stops both after step 2 and the same command
+  resumes."""
+  seeds = ('--config.num_seeds=2', '--config.seed=3')
+  single = tmp_path / 'single'
+  smoke_run(single, data_dir, tmp_path / 'single.log', *seeds).finish()
+  workdir = tmp_path / 'run'
+  procs = _two_processes(workdir, data_dir, tmp_path, 'first', *seeds, pause_at=('step', 2))
+  for run in procs:
+    run.wait_paused('step', 2)
+  procs[0].signal(signal.SIGTERM)
+  for run in procs:
+    run.release()
+  for run in procs:
+    run.finish()
+  assert _steps(workdir / 'seed_3' / 'checkpoints') == _steps(workdir / 'seed_4' / 'checkpoints') \
+      == [2]
+  outputs = [run.finish() for run in _two_processes(workdir, data_dir, tmp_path, 'second',
+                                                    *seeds)]
+  assert all('Resuming from checkpoint at step 2' in out for out in outputs)
+  got, want = _summary(workdir), _summary(single)
+  for seed in ('3', '4'):
+    assert got['seeds'][seed]['param_checksum'] == want['seeds'][seed]['param_checksum']
+    assert got['seeds'][seed]['final'] == want['seeds'][seed]['final']
+  for seed in ('seed_3', 'seed_4'):
+    assert _train_losses(workdir / seed) == _train_losses(single / seed)
 
 
 def test_sigkill_at_three_points_then_resume_matches_uninterrupted(reference, data_dir, tmp_path):
