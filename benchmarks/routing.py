@@ -1,0 +1,61 @@
+"""The entity router of trained runs: how decided it is, and which path each body part takes.
+
+    python benchmarks/routing.py --runs=/tmp/nwucla_runs/test/base__joint__seeds0-2 \\
+        --out=benchmarks/results/routing_nwucla.json
+
+For every run directory given (a run of several seeds counts each seed), from its
+eval_outputs.npz: the router's entropy per entity in bits (1: an even 0.5 / 0.5 blend, 0: one
+path only), the share of clips whose larger weight exceeds 0.95, the mean ST share per entity,
+and the mean ST share per class and entity (`metrics.routing_statistics`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
+
+from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import numpy as np  # pylint: disable=wrong-import-position
+
+from micro_dualnet_jax import inference, metrics, steps  # pylint: disable=wrong-import-position
+from micro_dualnet_jax.rundir import EVAL_OUTPUTS_FILE, RunDir  # pylint: disable=wrong-import-position
+
+_RUNS = flags.DEFINE_list('runs', [], 'Run directories (or runs of several seeds).')
+_OUT = flags.DEFINE_string('out', None, 'Where the JSON goes.')
+
+
+def describe(run: RunDir) -> dict:
+  config = run.config()
+  entities = list(steps.model_config(config).entity_names)
+  classes = inference.class_names_for(config)
+  with np.load(run.file(EVAL_OUTPUTS_FILE)) as outputs:
+    weights, labels = outputs['routing_weights'], outputs['labels']
+  stats = metrics.routing_statistics(weights, labels, len(classes))
+  by_entity = lambda values: {e: round(float(v), 3) for e, v in zip(entities, values)}
+  return {'workdir': run.path, 'entropy_bits': by_entity(stats['entropy']),
+          'entropy_mean_bits': round(stats['entropy_mean'], 3),
+          'near_binary': by_entity(stats['near_binary']), 'st_share': by_entity(stats['st_share']),
+          'st_share_by_class': {c: by_entity(row) for c, row in
+                                zip(classes, stats['st_share_by_class'])}}
+
+
+def main(argv):
+  del argv
+  result = {'runs': []}
+  for path in _RUNS.value:
+    for seed_run in RunDir(path).seed_runs():
+      result['runs'].append(describe(seed_run))
+  text = json.dumps(result, indent=1)
+  print(text)
+  if _OUT.value:
+    with open(_OUT.value, 'w') as f:
+      f.write(text + '\n')
+
+
+if __name__ == '__main__':
+  app.run(main)
