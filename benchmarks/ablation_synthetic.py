@@ -36,15 +36,10 @@ from micro_dualnet_jax import ensemble, metrics, steps  # pylint: disable=wrong-
 from micro_dualnet_jax.data import synthetic  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.rundir import RunDir  # pylint: disable=wrong-import-position
 
-VARIANTS = {
-    'st': {'model.paths': 'st', 'loss.mac': 'none'},
-    'ts': {'model.paths': 'ts', 'loss.mac': 'none'},
-    'dual_mean': {'model.fusion': 'mean', 'loss.mac': 'none'},
-    'dual_static': {'model.fusion': 'static', 'loss.mac': 'none'},
-    'dual_routing': {'model.fusion': 'routing', 'loss.mac': 'none'},
-    'dual_routing_mac': {'model.fusion': 'routing', 'loss.mac': 'infonce'},
-    'dual_routing_kl': {'model.fusion': 'routing', 'loss.mac': 'kl'},
-}
+sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
+import common  # pylint: disable=g-bad-import-order,wrong-import-position
+
+VARIANTS = common.CLAIM_VARIANTS
 
 _VARIANTS = flags.DEFINE_list('variants', list(VARIANTS), 'Variants to run.')
 _NUM_SEEDS = flags.DEFINE_integer('num_seeds', 3, 'Seeds per variant (one run).')

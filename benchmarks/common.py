@@ -103,6 +103,18 @@ def machine_info() -> dict[str, Any]:
   }
 
 
+# The paper's claims as config overrides (paths, fusion, MAC form); the NW-UCLA and synthetic
+# studies both run these.
+CLAIM_VARIANTS: dict[str, dict[str, str]] = {
+    'st': {'model.paths': 'st', 'loss.mac': 'none'},
+    'ts': {'model.paths': 'ts', 'loss.mac': 'none'},
+    'dual_mean': {'model.fusion': 'mean', 'loss.mac': 'none'},
+    'dual_static': {'model.fusion': 'static', 'loss.mac': 'none'},
+    'dual_routing': {'model.fusion': 'routing', 'loss.mac': 'none'},
+    'dual_routing_mac': {'model.fusion': 'routing', 'loss.mac': 'infonce'},
+    'dual_routing_kl': {'model.fusion': 'routing', 'loss.mac': 'kl'},
+}
+
 # Dense bf16 peaks (FLOP/s, no sparsity) from the vendors' data sheets, by jax device_kind prefix.
 ACCELERATOR_BF16_PEAK = {
     'NVIDIA H200': 989e12, 'NVIDIA H100': 989e12, 'NVIDIA A100': 312e12, 'NVIDIA L4': 121e12,

@@ -39,6 +39,9 @@ from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-
 import numpy as np  # pylint: disable=wrong-import-position
 
 from micro_dualnet_jax import ensemble, metrics  # pylint: disable=wrong-import-position
+
+sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
+import common  # pylint: disable=g-bad-import-order,wrong-import-position
 from micro_dualnet_jax.data.readers.nwucla import NWUCLA_CLASSES  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.rundir import RunDir  # pylint: disable=wrong-import-position
 
@@ -56,14 +59,8 @@ SETTINGS: dict[str, dict[str, str]] = {
     'jitter': {'augment.temporal_jitter': 'True'},
     'dropout02': {'model.dropout': '0.2'},
     'width128': {'model.width': '128'},
-    # The paper's claims (joint stream; see --claims): paths, fusion, MAC.
-    'st': {'model.paths': 'st', 'loss.mac': 'none'},
-    'ts': {'model.paths': 'ts', 'loss.mac': 'none'},
-    'dual_mean': {'model.fusion': 'mean', 'loss.mac': 'none'},
-    'dual_static': {'model.fusion': 'static', 'loss.mac': 'none'},
-    'dual_routing': {'model.fusion': 'routing', 'loss.mac': 'none'},
-    'dual_routing_mac': {'model.fusion': 'routing', 'loss.mac': 'infonce'},
-    'dual_routing_kl': {'model.fusion': 'routing', 'loss.mac': 'kl'},
+    # The paper's claims (joint stream): paths, fusion, MAC form.
+    **common.CLAIM_VARIANTS,
 }
 # Stream weights of the ensemble, fixed in advance (CTR-GCN weights its NW-UCLA streams so).
 DEFAULT_WEIGHTS = {'joint': 0.6, 'bone': 0.6, 'joint_motion': 0.4, 'bone_motion': 0.4}

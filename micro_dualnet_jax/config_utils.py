@@ -25,3 +25,11 @@ def field_defaults(cls: type, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
   """{field: default} of a config dataclass: configs/default.py builds its sections from these,
   so every default lives in its dataclass."""
   return {f.name: f.default for f in dataclasses.fields(cls) if f.name not in exclude}
+
+
+def set_path(config: Any, key: str, value: Any) -> None:
+  """config['a']['b'] = value for key 'a.b' (a ConfigDict or nested dicts)."""
+  *parents, leaf = key.split('.')
+  for part in parents:
+    config = config[part]
+  config[leaf] = value

@@ -24,6 +24,7 @@ from absl import logging
 
 from micro_dualnet_jax import inference, report, sharding, steps, submission
 from micro_dualnet_jax import metrics as metrics_lib
+from micro_dualnet_jax.config_utils import set_path
 from micro_dualnet_jax.data import datasets
 from micro_dualnet_jax.data.clip import DataFormatError
 from micro_dualnet_jax.data.loader import Loader
@@ -190,11 +191,7 @@ def eval_config(trained: ml_collections.ConfigDict,
   else:
     items = {}
   for key, value in items.items():
-    *parents, leaf = key.split('.')
-    target = config
-    for part in parents:
-      target = target[part]
-    target[leaf] = value
+    set_path(config, key, value)
   return config
 
 

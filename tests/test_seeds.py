@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import smoke
+from support import smoke_config
 from micro_dualnet_jax import evaluate, predict, sharding, steps, train
 from micro_dualnet_jax.data import datasets
 from micro_dualnet_jax.rundir import RunDir
@@ -20,18 +20,6 @@ from micro_dualnet_jax.rundir import RunDir
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
-
-
-def smoke_config(data_dir, **overrides):
-  config = smoke.get_config()
-  config.data.data_dir = data_dir
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
 
 
 def test_a_replica_after_two_steps_equals_its_seed_trained_alone(data_dir):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import smoke
+from support import smoke_config
 from micro_dualnet_jax import evaluate, sharding, steps, train
 from micro_dualnet_jax.rundir import RunDirError
 from micro_dualnet_jax.data import augment, datasets
@@ -24,18 +24,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
-
-
-def smoke_config(data_dir, **overrides):
-  config = smoke.get_config()
-  config.data.data_dir = data_dir
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
 
 
 def test_smoke_run_writes_every_output(data_dir, tmp_path):
