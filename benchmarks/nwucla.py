@@ -219,6 +219,15 @@ def ensemble_record(setting: str, records: list[dict[str, Any]]) -> dict[str, An
           'seeds': per_seed, 'top1': mean_std([s['top1'] for s in per_seed.values()])}
 
 
+def flat_figures(streams: dict[str, dict[str, float]],
+                 ensemble_top1: dict[str, float] | None) -> dict[str, float]:
+  """`<stream>_top1_mean`, `<stream>_top1_std` (and `ensemble_...`) from mean +- std records."""
+  out = {}
+  for name, top1 in {**streams, **({'ensemble': ensemble_top1} if ensemble_top1 else {})}.items():
+    out[f'{name}_top1_mean'], out[f'{name}_top1_std'] = top1['mean'], top1['std']
+  return out
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -245,6 +254,11 @@ def main(argv):
     if len(records) > 1:
       out['ensembles'][setting] = ensemble_record(setting, records)
       print(json.dumps({'ensemble': setting, **out['ensembles'][setting]['top1']}), flush=True)
+  if len(_SETTINGS.value) == 1:   # one recipe: its figures as flat keys too
+    setting = _SETTINGS.value[0]
+    out.update(flat_figures(
+        {run.split('/')[1]: r['top1'] for run, r in out['runs'].items()},
+        out['ensembles'].get(setting, {}).get('top1')))
   if _SUMMARY.value:
     with open(_SUMMARY.value, 'w') as f:
       json.dump(out, f, indent=1)
