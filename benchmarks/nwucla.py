@@ -246,6 +246,7 @@ def main(argv):
       if record is None:
         continue
       records.append(record)
+      out.setdefault('test_time', record['config'].get('test_time'))
       out['runs'][f'{setting}/{stream}'] = {k: record[k] for k in (
           'top1', 'top5', 'wall_s', 'git_commit', 'cpu', 'overrides')}
       out['runs'][f'{setting}/{stream}']['per_seed_top1'] = {

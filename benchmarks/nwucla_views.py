@@ -1,7 +1,7 @@
 """Scores finished NW-UCLA runs again with other test-time views, without retraining.
 
     python benchmarks/nwucla_views.py --split=test --setting=base --num_clips=1 --noflip \\
-        --summary_out=benchmarks/results/nwucla_test_one_view.json
+        --results=benchmarks/results/nwucla --add_to=benchmarks/results/nwucla.json
 
 For every stream's run JSON of `benchmarks/nwucla.py` (`<results>/<split>/<setting>__<stream>
 __seeds*.json`), each seed's final checkpoint is evaluated with `main.py --mode=eval
@@ -31,6 +31,8 @@ from micro_dualnet_jax import ensemble, metrics  # pylint: disable=wrong-import-
 _SETTING = flags.DEFINE_string('setting', 'base', 'The setting whose runs are scored.')
 _CLIPS = flags.DEFINE_integer('num_clips', 1, 'test_time.num_clips.')
 _FLIP = flags.DEFINE_bool('flip', False, 'test_time.flip.')
+_ADD_TO = flags.DEFINE_string('add_to', None, 'Also store these figures in this summary JSON of '
+                              'nwucla.py, under the key test_time_<views>.')
 _SPLIT, _RESULTS, _OUT = nwucla._SPLIT, nwucla._RESULTS, nwucla._SUMMARY  # pylint: disable=protected-access
 
 
@@ -75,6 +77,13 @@ def main(argv):
   if _OUT.value:
     with open(_OUT.value, 'w') as f:
       f.write(text + '\n')
+  if _ADD_TO.value:
+    with open(_ADD_TO.value) as f:
+      summary = json.load(f)
+    summary[f'test_time_{name}'] = {k: v for k, v in out.items() if k not in ('split', 'setting')}
+    with open(_ADD_TO.value, 'w') as f:
+      json.dump(summary, f, indent=1)
+      f.write('\n')
 
 
 if __name__ == '__main__':
