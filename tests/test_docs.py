@@ -35,8 +35,9 @@ def test_every_reference_points_inside_the_repository():
       assert (path.parent / target).exists(), f'{path}: broken link {target}'
 
 
-@pytest.mark.parametrize('path', [p for p in DOCS if BLOCK.search(p.read_text())],
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize('path', [
+    pytest.param(p, marks=[pytest.mark.slow] if p.name == 'api.md' else [])  # api.md trains
+    for p in DOCS if BLOCK.search(p.read_text())], ids=lambda p: str(p.relative_to(ROOT)))
 def test_python_blocks_run(path, monkeypatch):
   monkeypatch.chdir(ROOT)
   namespace: dict = {'__name__': f'doc_{path.stem}'}

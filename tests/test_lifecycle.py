@@ -126,6 +126,7 @@ def test_a_refused_command_creates_no_work_directory(tmp_path, data_dir, args, m
   assert not (tmp_path / 'new').exists()
 
 
+@pytest.mark.slow
 def test_a_budget_below_the_checkpoints_is_refused(data_dir, tmp_path):
   config = smoke.get_config()
   config.data.data_dir = data_dir
@@ -208,6 +209,7 @@ def fine2coarse(action: int) -> int:
   return next(g for g, last in enumerate((4, 10, 23, 31, 37, 47, 51)) if action <= last)
 
 
+@pytest.mark.slow
 def test_ma52_test_split_submission_from_the_released_format(tmp_path, capsys):
   names = {'train': [f'00{i:02d}_01_0001' for i in range(24)],
            'val': [f'01{i:02d}_01_0001' for i in range(8)],
@@ -255,6 +257,7 @@ def write_imigue_processed(root: pathlib.Path, prefix: str, n: int, labels) -> l
   return names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('labelled', [True, False])
 def test_imigue_submission_csv_and_its_zip(tmp_path, labelled):
   rng = np.random.default_rng(1)
@@ -275,6 +278,7 @@ def test_imigue_submission_csv_and_its_zip(tmp_path, labelled):
     assert archive.read('Submission.csv') == (workdir / 'Submission.csv').read_bytes()
 
 
+@pytest.mark.slow
 def test_ensemble_and_eval_refuse_a_run_of_several_seeds_by_name(tmp_path, data_dir):
   config = smoke.get_config()
   config.data.data_dir = data_dir

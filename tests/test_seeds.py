@@ -22,6 +22,7 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
 
 
+@pytest.mark.slow
 def test_a_replica_after_two_steps_equals_its_seed_trained_alone(data_dir):
   config = smoke_config(data_dir, **{'optim.warmup_steps': 1})
   mesh = sharding.make_mesh()
@@ -60,6 +61,7 @@ def seeds_run(data_dir, tmp_path_factory):
   return workdir, train.train_and_evaluate(config, str(workdir))
 
 
+@pytest.mark.slow
 def test_every_seed_gets_a_complete_run_directory_and_the_summary_their_statistics(seeds_run):
   workdir, summary = seeds_run
   run = RunDir(str(workdir))
@@ -83,6 +85,7 @@ def test_every_seed_gets_a_complete_run_directory_and_the_summary_their_statisti
   assert sorted(summary['seeds']) == ['5', '6', '7']
 
 
+@pytest.mark.slow
 def test_a_seed_predicts_as_its_own_run_does(seeds_run, data_dir, tmp_path):
   workdir, _ = seeds_run
   alone = tmp_path / 'alone'
@@ -94,6 +97,7 @@ def test_a_seed_predicts_as_its_own_run_does(seeds_run, data_dir, tmp_path):
   assert agree >= 0.9, agree
 
 
+@pytest.mark.slow
 def test_eval_and_predict_take_a_seed_folder_as_a_run(seeds_run, tmp_path):
   workdir, summary = seeds_run
   seed_dir = str(workdir / 'seed_7')
@@ -112,6 +116,7 @@ def test_eval_and_predict_take_a_seed_folder_as_a_run(seeds_run, tmp_path):
   assert prediction['status'] == 'ok'
 
 
+@pytest.mark.slow
 def test_a_run_of_seeds_resumes_to_the_uninterrupted_result(seeds_run, data_dir, tmp_path):
   workdir, summary = seeds_run
   config = smoke_config(data_dir, num_seeds=3, seed=5)

@@ -72,6 +72,7 @@ def test_smoke_run_writes_every_output(data_dir, tmp_path):
   assert (tmp_path / 'tta' / 'predictions.csv').exists()
 
 
+@pytest.mark.slow
 def test_test_time_views_average_and_are_mirror_invariant(data_dir):
   config = smoke_config(data_dir, **{'test_time.num_clips': 2, 'test_time.flip': True,
                                      'augment.flip_prob': 0.5})
@@ -145,6 +146,7 @@ def _first_batch(config):
                                    'train').train_batches())
 
 
+@pytest.mark.slow
 def test_step_on_8_devices_equals_one_device(data_dir):
   assert jax.device_count() == 8, 'tests/conftest.py sets 8 host devices'
   # warm-up of one step: the learning rate is 0 at step 0 and the peak at step 1.
@@ -158,6 +160,7 @@ def test_step_on_8_devices_equals_one_device(data_dir):
   np.testing.assert_allclose(metrics8['grad_norm'], metrics1['grad_norm'], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted(data_dir, tmp_path):
   full = train.train_and_evaluate(smoke_config(data_dir), str(tmp_path / 'full'))
   first = train.train_and_evaluate(smoke_config(data_dir, max_steps_per_run=3),
@@ -207,6 +210,7 @@ def test_config_that_does_not_fit_the_data(data_dir, tmp_path):
                              str(tmp_path / 'b'))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_restorable_checkpoint(data_dir, tmp_path):
   """SIGTERM after step 3 (sent by a hook at that exact point): the loop finishes the step, saves
   a checkpoint at step 3, returns normally, and the same command resumes from it."""
@@ -227,6 +231,7 @@ def test_sigterm_saves_a_restorable_checkpoint(data_dir, tmp_path):
   assert resumed == {'interrupted_at_step': 4}
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_the_full_batch(data_dir):
   """grad_accum=2 averages two half-batch gradients: with no stochastic parts and a per-sample
   loss (no MAC), two steps equal two full-batch steps, optimizer state included."""
