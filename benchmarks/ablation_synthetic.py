@@ -99,7 +99,7 @@ def run_variant(name: str) -> dict:
   top1 = np.array([v['top1'] for v in seeds.values()])
   record = {'variant': name, 'overrides': VARIANTS[name], 'command': ' '.join(command[1:]),
             'wall_s': round(time.time() - start, 1), 'python': platform.python_version(),
-            'jax': metadata.version('jax'), 'git_commit': _git_commit(), 'seeds': seeds,
+            'jax': metadata.version('jax'), 'git_commit': common.git_commit(), 'seeds': seeds,
             'top1_mean': round(float(top1.mean()), 2),
             'top1_std': round(float(top1.std(ddof=1)), 2) if len(top1) > 1 else 0.0,
             'config': run.raw_config()}
@@ -107,14 +107,6 @@ def run_variant(name: str) -> dict:
   with open(out_path, 'w') as f:
     json.dump(record, f, indent=1)
   return record
-
-
-def _git_commit() -> str:
-  try:
-    return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=_ROOT, capture_output=True,
-                          text=True, check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return 'unknown'
 
 
 def main(argv):

@@ -15,6 +15,7 @@ import platform
 import re
 import resource
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -68,6 +69,24 @@ def _fp32_flops_per_cycle(flags: set[str], vendor: str, family: int) -> tuple[in
   if 'avx' in flags:
     return 16, 'AVX without FMA: 1 add + 1 mul 256-bit pipe'
   return 8, 'SSE: 128-bit add + mul'
+
+
+def git_commit() -> str:
+  """HEAD of the checkout these benchmarks run from ('unknown' outside a git checkout)."""
+  try:
+    return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), capture_output=True, text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
+def write_json(result: Any, path: str | None) -> None:
+  """Prints the result as indented JSON and, when a path is given, writes it there too."""
+  text = json.dumps(result, indent=1)
+  print(text)
+  if path:
+    with open(path, 'w') as f:
+      f.write(text + '\n')
 
 
 def machine_info() -> dict[str, Any]:

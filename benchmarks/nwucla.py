@@ -112,14 +112,6 @@ def run_key(setting: str, stream: str) -> str:
   return f'{setting}__{stream}__{seeds}{extra}'
 
 
-def _git_commit() -> str:
-  try:
-    return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=_ROOT, capture_output=True,
-                          text=True, check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return 'unknown'
-
-
 def _cpu() -> str:
   try:
     with open('/proc/cpuinfo') as f:
@@ -186,7 +178,7 @@ def run_one(setting: str, stream: str) -> dict[str, Any] | None:
   record = {
       'split': _SPLIT.value, 'setting': setting, 'stream': stream,
       'overrides': overrides, 'command': ' '.join(command[1:]),
-      'git_commit': _git_commit(), 'python': platform.python_version(),
+      'git_commit': common.git_commit(), 'python': platform.python_version(),
       'jax': metadata.version('jax'), 'flax': metadata.version('flax'), 'cpu': _cpu(),
       'device': 'cpu', 'seeds': seeds,
       'top1': mean_std([s['top1'] for s in seeds.values()]),

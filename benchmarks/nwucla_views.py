@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
 
 from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+import common  # pylint: disable=g-bad-import-order,wrong-import-position
 import nwucla  # pylint: disable=g-bad-import-order,wrong-import-position
 from micro_dualnet_jax import ensemble, metrics  # pylint: disable=wrong-import-position
 
@@ -72,11 +73,7 @@ def main(argv):
                        'seeds': per_seed, 'top1': nwucla.mean_std(list(per_seed.values()))}
   out.update(nwucla.flat_figures({s: r['top1'] for s, r in out['streams'].items()},
                                  out.get('ensemble', {}).get('top1')))
-  text = json.dumps(out, indent=1)
-  print(text)
-  if _OUT.value:
-    with open(_OUT.value, 'w') as f:
-      f.write(text + '\n')
+  common.write_json(out, _OUT.value)
   if _ADD_TO.value:
     with open(_ADD_TO.value) as f:
       summary = json.load(f)

@@ -11,7 +11,6 @@ and the mean ST share per class and entity (`metrics.routing_statistics`).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -24,6 +23,9 @@ import numpy as np  # pylint: disable=wrong-import-position
 
 from micro_dualnet_jax import inference, metrics, steps  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.rundir import EVAL_OUTPUTS_FILE, RunDir  # pylint: disable=wrong-import-position
+
+sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
+import common  # pylint: disable=g-bad-import-order,wrong-import-position
 
 _RUNS = flags.DEFINE_list('runs', [], 'Run directories (or runs of several seeds).')
 _OUT = flags.DEFINE_string('out', None, 'Where the JSON goes.')
@@ -50,11 +52,7 @@ def main(argv):
   for path in _RUNS.value:
     for seed_run in RunDir(path).seed_runs():
       result['runs'].append(describe(seed_run))
-  text = json.dumps(result, indent=1)
-  print(text)
-  if _OUT.value:
-    with open(_OUT.value, 'w') as f:
-      f.write(text + '\n')
+  common.write_json(result, _OUT.value)
 
 
 if __name__ == '__main__':

@@ -65,11 +65,7 @@ def main(argv):
             'python': platform.python_version(), 'one_seed': one, 'seeds': many,
             'wall_ratio': round(many['wall_s'] / one['wall_s'], 3),
             'per_seed_wall_ratio': round(many['wall_s'] / one['wall_s'] / _SEEDS.value, 3)}
-  text = json.dumps(result, indent=1)
-  print(text)
-  if _OUT.value:
-    with open(_OUT.value, 'w') as f:
-      f.write(text + '\n')
+  common.write_json(result, _OUT.value)
 
 
 if __name__ == '__main__':
