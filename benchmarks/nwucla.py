@@ -4,8 +4,12 @@ Every run is `python main.py --config=configs/nwucla.py --config.num_seeds=N` pl
 of a named setting (SETTINGS) and a stream, so what is measured is exactly a user's command. Its
 JSON, `benchmarks/results/nwucla/<split>/<setting>__<stream>.json`, holds the resolved config,
 the git commit, Python / JAX versions, the CPU, the seeds, the wall time, and per seed Top-1,
-Top-5 and per-class accuracy, with their mean and standard deviation. A run whose JSON exists is
-read back, not trained again, so a sweep stopped part way goes on where it stopped; the
+Top-5 and per-class accuracy, with their mean and standard deviation. Beside it,
+`<key>.scores.npz` keeps every seed's final eval logits, scored with the run's test-time views
+and with one view (one clip, no mirror: how published figures are scored), so ensembles and
+other statistics can be computed later without the work directories. A run whose JSON and
+scores exist is read back, not trained again; a run whose work directory holds checkpoints
+resumes from them (main.py does), so a sweep stopped part way goes on where it stopped; the
 aggregate file (`--summary_out`) is rebuilt from the run JSONs every time.
 
 Splits: `selection` trains on view 1 and scores view 2 (model selection; view 3 is never read);
@@ -17,7 +21,8 @@ only). The figure of a run is its final step's, never the best over evaluations.
       --streams=joint,bone,joint_motion,bone_motion --summary_out=benchmarks/results/nwucla.json
 
 With several streams, the score-level ensemble of each seed (weighted mean of softmax
-probabilities, weights fixed in advance: DEFAULT_WEIGHTS) is reported per seed and as mean +- std.
+probabilities, weights fixed in advance: DEFAULT_WEIGHTS) is reported per seed and as mean +- std,
+for both ways of scoring.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -105,11 +111,19 @@ def run_overrides(setting: str, stream: str) -> dict[str, str]:
   return out
 
 
-def run_key(setting: str, stream: str) -> str:
-  seeds = f'seeds{_SEED.value}-{_SEED.value + _NUM_SEEDS.value - 1}'
-  extra = ('__' + '__'.join(item.replace('=', '-').replace('.', '_') for item in _SET.value)
-           if _SET.value else '')
-  return f'{setting}__{stream}__{seeds}{extra}'
+def _slug(text: str) -> str:
+  """A file-name-safe form of an override: '=' -> '-', '.', '/' and anything else odd -> '_'."""
+  return re.sub(r'[^A-Za-z0-9_+-]', '_', text.replace('=', '-')).strip('_')
+
+
+def run_key(setting: str, stream: str, first_seed: int | None = None,
+            num_seeds: int | None = None, extra_overrides: list[str] | None = None) -> str:
+  """The run's name: one path component, whatever the --set values hold (a data_dir, say)."""
+  first = _SEED.value if first_seed is None else first_seed
+  count = _NUM_SEEDS.value if num_seeds is None else num_seeds
+  items = _SET.value if extra_overrides is None else extra_overrides
+  extra = ''.join(f'__{_slug(item)}' for item in items)
+  return f'{setting}__{stream}__seeds{first}-{first + count - 1}{extra}'
 
 
 def _cpu() -> str:
@@ -123,9 +137,16 @@ def _cpu() -> str:
   return platform.processor() or 'unknown'
 
 
+ONE_VIEW = 'views_c1'   # the seed folder's sub-folder of one-view eval outputs
+
+
 def seed_scores(folder: str) -> dict[str, Any]:
   """Top-1, Top-5, mean class accuracy and per-class accuracy of one seed's final scores."""
-  scores = ensemble.load_run(folder)
+  return scores_record(ensemble.load_run(folder))
+
+
+def scores_record(scores: ensemble.RunScores) -> dict[str, Any]:
+  """Top-1, Top-5, mean class accuracy, per-class accuracy and the largest confusions."""
   result = metrics.classification_metrics(scores.logits, scores.labels)
   return {'top1': round(result['top1'], 2), 'top5': round(result['top5'], 2),
           'mean_class_accuracy': round(result['mean_class_accuracy'], 2),
@@ -147,11 +168,60 @@ def mean_std(values: list[float]) -> dict[str, float]:
           'std': round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 2)}
 
 
+VIEWS = ('views', 'one_view')   # the run's test-time views; one clip, no mirror
+
+
+def _scores_path(out_path: str) -> str:
+  return out_path[:-len('.json')] + '.scores.npz'
+
+
+def one_view_outputs(seed_workdir: str) -> str:
+  """Evaluates the seed's final checkpoint with one view (once); returns the outputs' folder."""
+  folder = os.path.join(seed_workdir, ONE_VIEW)
+  if not os.path.exists(os.path.join(folder, ensemble.OUTPUTS_FILE)):
+    subprocess.run([sys.executable, os.path.join(_ROOT, 'main.py'), '--mode=eval',
+                    f'--workdir={seed_workdir}', '--checkpoint=latest', f'--output={folder}',
+                    '--config.test_time.num_clips=1', '--config.test_time.flip=False'],
+                   cwd=_ROOT, check=True, capture_output=True)
+  return folder
+
+
+def save_scores(path: str, per_seed: dict[str, dict[str, ensemble.RunScores]]) -> None:
+  """Every seed's final logits for both ways of scoring, with the clips' ids and labels."""
+  first = next(iter(next(iter(per_seed.values())).values()))
+  arrays = {'clip_ids': first.clip_ids, 'labels': first.labels,
+            'eval_split': np.asarray(first.eval_split)}
+  for seed, views in per_seed.items():
+    for view, scores in views.items():
+      if not (np.array_equal(scores.clip_ids, first.clip_ids)
+              and np.array_equal(scores.labels, first.labels)):
+        raise RuntimeError(f'{scores.workdir}: other clips or labels than {first.workdir}')
+      arrays[f'logits__seed{seed}__{view}'] = scores.logits.astype(np.float32)
+  temporary = path + '.tmp.npz'
+  np.savez_compressed(temporary, **arrays)
+  os.replace(temporary, path)
+
+
+def load_scores(path: str, weight: float = 1.0) -> dict[str, dict[str, ensemble.RunScores]]:
+  """{seed: {view: RunScores}} from a file of save_scores."""
+  with np.load(path, allow_pickle=False) as data:
+    arrays = {name: data[name] for name in data.files}
+  out: dict[str, dict[str, ensemble.RunScores]] = {}
+  for name, logits in arrays.items():
+    if name.startswith('logits__'):
+      _, seed, view = name.split('__')
+      out.setdefault(seed.removeprefix('seed'), {})[view] = ensemble.RunScores(
+          f'{path}:{name}', weight, logits.astype(np.float64), arrays['labels'],
+          arrays['clip_ids'].astype(str), str(arrays['eval_split']))
+  return out
+
+
 def run_one(setting: str, stream: str) -> dict[str, Any] | None:
-  """Trains (or reads back) one run of num_seeds seeds; returns its record."""
+  """Trains, resumes or reads back one run of num_seeds seeds; returns its record."""
   key = run_key(setting, stream)
   out_path = os.path.join(_RESULTS.value, _SPLIT.value, f'{key}.json')
-  if os.path.exists(out_path):
+  scores_path = _scores_path(out_path)
+  if os.path.exists(out_path) and os.path.exists(scores_path):
     with open(out_path) as f:
       print(f'{key}: finished earlier ({out_path})', flush=True)
       return json.load(f)
@@ -167,48 +237,62 @@ def run_one(setting: str, stream: str) -> dict[str, Any] | None:
   start = time.time()
   with open(f'{workdir}.log', 'a') as log:   # beside the work directory, which main.py owns
     code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=_ROOT)
-  wall_s = round(time.time() - start, 1)
   run = RunDir(workdir)
   if code != 0 or not run.exists() or run.summary() is None:
     raise RuntimeError(f'{key} failed (exit {code}); see {workdir}.log')
-  seeds = {}
+  seeds, scores = {}, {}
   for seed, seed_run in zip(run.seeds(), run.seed_runs()):
-    seeds[str(seed)] = {**seed_scores(seed_run.path), 'workdir': seed_run.path}
+    scores[str(seed)] = {'views': ensemble.load_run(seed_run.path),
+                         'one_view': ensemble.load_run(one_view_outputs(seed_run.path))}
+    seeds[str(seed)] = {**scores_record(scores[str(seed)]['views']),
+                        'one_view_top1': scores_record(scores[str(seed)]['one_view'])['top1'],
+                        'workdir': seed_run.path}
   summary = run.summary()
   record = {
       'split': _SPLIT.value, 'setting': setting, 'stream': stream,
       'overrides': overrides, 'command': ' '.join(command[1:]),
       'git_commit': common.git_commit(), 'python': platform.python_version(),
       'jax': metadata.version('jax'), 'flax': metadata.version('flax'), 'cpu': _cpu(),
-      'device': 'cpu', 'seeds': seeds,
+      'device': summary.get('device', 'unknown (a run of an older commit)'), 'seeds': seeds,
       'top1': mean_std([s['top1'] for s in seeds.values()]),
       'top5': mean_std([s['top5'] for s in seeds.values()]),
-      'wall_s': wall_s, 'train_steps': summary.get('step'),
-      'eval_split': SPLITS[_SPLIT.value][1], 'num_eval_clips': len(
-          ensemble.load_run(next(iter(seeds.values()))['workdir']).labels),
+      'one_view_top1': mean_std([s['one_view_top1'] for s in seeds.values()]),
+      # Training wall time over every session of the run (a resumed run counts them all), and
+      # this invocation's wall time (training left, evaluations).
+      'wall_s': summary.get('wall_time_s'), 'invocation_wall_s': round(time.time() - start, 1),
+      'train_steps': summary.get('step'),
+      'eval_split': SPLITS[_SPLIT.value][1],
+      'num_eval_clips': len(next(iter(scores.values()))['views'].labels),
+      'scores_file': os.path.basename(scores_path),
       'config': run.raw_config(),
   }
   os.makedirs(os.path.dirname(out_path), exist_ok=True)
+  save_scores(scores_path, scores)   # before the JSON: a JSON is only there with its scores
   with open(out_path, 'w') as f:
     json.dump(record, f, indent=1)
   return record
 
 
 def ensemble_record(setting: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-  """Per seed, the weighted ensemble of the streams' scores; their mean +- std."""
-  per_seed = {}
+  """Per seed, the weighted ensemble of the streams' scores (both ways of scoring); mean +- std."""
+  members = [load_scores(os.path.join(_RESULTS.value, _SPLIT.value, r['scores_file']),
+                         DEFAULT_WEIGHTS[r['stream']]) for r in records]
+  per_seed: dict[str, dict[str, Any]] = {}
   for seed in records[0]['seeds']:
-    members = [(r['seeds'][seed]['workdir'], DEFAULT_WEIGHTS[r['stream']]) for r in records]
-    runs = [ensemble.load_run(path, weight) for path, weight in members]
-    probs, labels, _ = ensemble.combine(runs)
-    result = metrics.classification_metrics(probs, labels)
-    per_seed[seed] = {'top1': round(result['top1'], 2),
-                      'per_class_accuracy': ensemble.per_class_accuracy(
-                          result['confusion_matrix'], NWUCLA_CLASSES),
-                      'errors': confusions(result['confusion_matrix'])}
+    for view in VIEWS:
+      probs, labels, _ = ensemble.combine([member[seed][view] for member in members])
+      result = metrics.classification_metrics(probs, labels)
+      if view == 'views':
+        per_seed[seed] = {'top1': round(result['top1'], 2),
+                          'per_class_accuracy': ensemble.per_class_accuracy(
+                              result['confusion_matrix'], NWUCLA_CLASSES),
+                          'errors': confusions(result['confusion_matrix'])}
+      else:
+        per_seed[seed]['one_view_top1'] = round(result['top1'], 2)
   return {'setting': setting, 'streams': [r['stream'] for r in records],
           'weights': {r['stream']: DEFAULT_WEIGHTS[r['stream']] for r in records},
-          'seeds': per_seed, 'top1': mean_std([s['top1'] for s in per_seed.values()])}
+          'seeds': per_seed, 'top1': mean_std([s['top1'] for s in per_seed.values()]),
+          'one_view_top1': mean_std([s['one_view_top1'] for s in per_seed.values()])}
 
 
 def flat_figures(streams: dict[str, dict[str, float]],
@@ -239,8 +323,8 @@ def main(argv):
         continue
       records.append(record)
       out.setdefault('test_time', record['config'].get('test_time'))
-      out['runs'][f'{setting}/{stream}'] = {k: record[k] for k in (
-          'top1', 'top5', 'wall_s', 'git_commit', 'cpu', 'overrides')}
+      out['runs'][f'{setting}/{stream}'] = {k: record.get(k) for k in (
+          'top1', 'top5', 'one_view_top1', 'wall_s', 'git_commit', 'cpu', 'device', 'overrides')}
       out['runs'][f'{setting}/{stream}']['per_seed_top1'] = {
           s: v['top1'] for s, v in record['seeds'].items()}
       print(json.dumps({'run': f'{setting}/{stream}', **record['top1']}), flush=True)
@@ -252,6 +336,10 @@ def main(argv):
     out.update(flat_figures(
         {run.split('/')[1]: r['top1'] for run, r in out['runs'].items()},
         out['ensembles'].get(setting, {}).get('top1')))
+    out.update({f'one_view_{k}': v for k, v in flat_figures(
+        {run.split('/')[1]: r['one_view_top1'] for run, r in out['runs'].items()
+         if r.get('one_view_top1')},
+        out['ensembles'].get(setting, {}).get('one_view_top1')).items()})
   if _SUMMARY.value:
     with open(_SUMMARY.value, 'w') as f:
       json.dump(out, f, indent=1)

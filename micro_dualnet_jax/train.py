@@ -503,7 +503,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         'wall_time_s': wall,
         'param_checksum': tree_checksum(steps.replica(state, i, mesh)['params']),
         'num_params': int(n_params), 'devices': jax.device_count(),
-        'processes': jax.process_count()})
+        'device': device_name(), 'processes': jax.process_count()})
   if not multi:
     summary = summaries[0]
   else:
@@ -512,7 +512,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                          for x in summaries},
                'final_mean': stats['mean'], 'final_std': stats['std'], 'step': step,
                'wall_time_s': wall, 'num_params': int(n_params), 'num_seeds': len(seeds),
-               'devices': jax.device_count(), 'processes': jax.process_count()}
+               'devices': jax.device_count(), 'device': device_name(),
+               'processes': jax.process_count()}
   if is_main:
     for s, result, seed_summary in zip(per_seed, results, summaries):
       evaluate.write_outputs(config, s.run.path, result, splits, seed_summary, verbose=not multi)
@@ -521,6 +522,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       print(_seed_table(summaries, results[0].labelled), flush=True)
     print(f'summary: {run.file("summary.json")}', flush=True)
   return summary
+
+
+def device_name() -> str:
+  """What the run trained on, e.g. 'cpu' or 'NVIDIA H200' (jax's device kind)."""
+  return f'{jax.default_backend()}: {jax.devices()[0].device_kind}'
 
 
 def _seed_table(summaries: Sequence[dict[str, Any]], labelled: bool) -> str:
