@@ -1,4 +1,4 @@
-"""The rule the studies use to call a difference real, on hand-made seed results."""
+"""The rule the studies use to compare settings, on hand-made seed results."""
 
 from __future__ import annotations
 
@@ -6,31 +6,73 @@ import math
 import pathlib
 import sys
 
+import pytest
+from scipy import stats as scipy_stats
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'benchmarks'))
 
 import claims  # noqa: E402  pylint: disable=wrong-import-position
+import stats  # noqa: E402  pylint: disable=wrong-import-position
+
+T_975_2DOF = 4.302652729749464   # Student t, 97.5 % quantile, 2 degrees of freedom
 
 
-def run(mean, std):
-  return {'mean': mean, 'std': std}
+def test_welch_interval_by_hand():
+  # a: mean 2, variance 1; b: constant 0. se = sqrt(1/3), Welch dof = 2 exactly.
+  result = stats.welch_interval([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+  half = T_975_2DOF * math.sqrt(1 / 3)
+  assert result['difference'] == 2.0
+  assert result['ci95'] == [round(2 - half, 2), round(2 + half, 2)] == [-0.48, 4.48]
+  assert result['dof'] == 2.0 and not result['paired'] and result['seeds'] == [3, 3]
 
 
-def test_gap_against_twice_the_pooled_std():
-  result = claims.compare(run(82.0, 0.6), run(80.0, 0.8))
-  assert result['gap'] == 2.0
-  assert math.isclose(result['two_pooled_std'], round(2 * math.sqrt((0.36 + 0.64) / 2), 2))
-  assert result['real']                                   # 2.0 > 1.41
-  assert not claims.compare(run(81.0, 0.6), run(80.0, 0.8))['real']   # 1.0 < 1.41
+def test_welch_and_paired_match_scipy():
+  a, b = [80.75, 80.16, 79.76, 81.0], [79.56, 81.15, 81.15, 80.2]
+  ours = stats.welch_interval(a, b)
+  low, high = scipy_stats.ttest_ind(a, b, equal_var=False).confidence_interval()
+  assert ours['ci95'] == [round(low, 2), round(high, 2)]
+  ours = stats.paired_interval(dict(enumerate(a)), dict(enumerate(b)))
+  low, high = scipy_stats.ttest_rel(a, b).confidence_interval()
+  assert ours['ci95'] == [round(low, 2), round(high, 2)]
 
 
-def test_verdicts_hold_contradict_or_stay_unresolved():
-  runs = {'dual_routing': run(85.0, 0.5), 'st': run(80.0, 0.5), 'ts': run(84.8, 0.5),
-          'dual_static': run(88.0, 0.5), 'dual_mean': run(85.1, 0.5),
-          'dual_routing_mac': run(85.2, 0.5)}
+def test_paired_interval_by_hand_uses_the_shared_seeds_only():
+  # d = 2, 2, 2.5: mean 13/6, sd sqrt(1/12), se sqrt(1/36), dof 2. Seed 3 of a has no partner.
+  result = stats.paired_interval({0: 3.0, 1: 4.0, 2: 5.0, 3: 99.0}, {0: 1.0, 1: 2.0, 2: 2.5})
+  half = T_975_2DOF / 6
+  assert result['difference'] == round(13 / 6, 2)
+  assert result['ci95'] == [round(13 / 6 - half, 2), round(13 / 6 + half, 2)]
+  assert result['paired'] and result['seeds'] == [3, 3]
+
+
+def test_three_verdicts():
+  holds = stats.compare({0: 3.0, 1: 4.0, 2: 5.0}, {0: 1.0, 1: 2.0, 2: 2.5}, 2.9, paired=True)
+  assert holds['verdict'] == stats.HOLDS                   # [1.45, 2.88] above 0
+  assert holds['below_reported'] and not holds['reversed']  # ... and below +2.9
+  unpaired = {0: 1.0, 1: 2.0, 2: 3.0}, {0: 0.0, 1: 0.0, 2: 0.0}   # [-0.48, 4.48]
+  assert stats.compare(*unpaired, 4.8, paired=False)['verdict'] == stats.SMALLER
+  assert stats.compare(*unpaired, 4.0, paired=False)['verdict'] == stats.NOT_SETTLED
+  reversed_ = stats.compare({0: 0.0, 1: 0.1, 2: 0.0}, {0: 3.0, 1: 3.1, 2: 3.2}, 2.0, paired=False)
+  assert reversed_['verdict'] == stats.SMALLER and reversed_['reversed']
+
+
+def test_one_seed_is_refused():
+  with pytest.raises(ValueError, match='at least 2 seeds'):
+    stats.welch_interval([1.0], [2.0, 3.0])
+
+
+def test_claims_compare_every_pair_unpaired_with_the_paper_gain():
+  seeds = lambda *v: {'seeds': dict(enumerate(v))}
+  runs = {'st': seeds(80.0, 80.5, 79.5), 'ts': seeds(80.0, 81.0, 79.0),
+          'dual_routing': seeds(85.0, 85.5, 84.5), 'dual_static': seeds(83.0, 86.0, 87.0),
+          'dual_mean': seeds(84.0, 85.0, 86.0), 'dual_routing_mac': seeds(85.1, 85.6, 84.6)}
   out = claims.verdicts(runs)
-  assert out['dual > single path']['verdict'] == 'holds against some'   # beats st, not ts
-  assert out['routing > fixed fusion']['verdict'] == 'contradicted'     # static is better
-  assert out['MAC helps']['verdict'] == 'not resolved (within seed spread)'
+  dual = out['dual paths > single path']
+  assert dual['reported_gain'] == 3.8
+  assert dual['against']['st']['verdict'] == stats.HOLDS
+  assert not dual['against']['st']['paired']
+  assert out['routing > fixed fusion']['against']['dual_static']['verdict'] == stats.NOT_SETTLED
+  assert out['MAC helps']['against']['dual_routing']['verdict'] == stats.SMALLER
   assert out['MAC (KL form) helps'] == {'verdict': 'not measured', 'missing': ['dual_routing_kl']}
-  runs['ts'] = run(82.0, 0.5)
-  assert claims.verdicts(runs)['dual > single path']['verdict'] == 'holds'
+  line = claims.claim_sentence('MAC helps', out['MAC helps'])
+  assert line.startswith('MAC helps (paper: +2.9): dual_routing_mac vs dual_routing: +0.10 [')
