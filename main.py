@@ -10,20 +10,27 @@ Any config value can be overridden: --config.model.width=128 --config.loss.mac=n
 anything is written.
 """
 
-from micro_dualnet_jax import hostenv
+import os
+
+from micro_dualnet_jax import malloc_tuning
 
 if __name__ == '__main__':
-  hostenv.reexec_with_tuned_malloc()  # before jax loads; see micro_dualnet_jax/hostenv.py
+  malloc_tuning.reexec_with_tuned_malloc()  # before jax loads; see micro_dualnet_jax/malloc_tuning.py
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app, flags
 from ml_collections import config_flags
 
 from micro_dualnet_jax import cli
+from micro_dualnet_jax.config import RunConfig
+from micro_dualnet_jax.errors import UserError
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', 'configs/synthetic.py', 'Run configuration file.',
-                                lock_config=True)
+# The default config is found beside main.py, so main.py runs from any folder.
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs',
+                               'synthetic.py')
+config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Run configuration file (default: '
+                                'configs/synthetic.py).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Work directory: checkpoints, logs, metrics, plots.')
 flags.DEFINE_enum('mode', 'train', cli.MODES, 'What to do.')
 flags.DEFINE_string('input', None, 'predict: pose data to run the trained model on (OpenPose '
@@ -55,7 +62,11 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {argv[1:]}')
   overrides = config_flags.get_override_values(FLAGS['config'])
-  cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, input_path=FLAGS.input,
+  try:   # the typed configuration, built once here: nothing below sees the ConfigDict
+    config = RunConfig.from_config_dict(FLAGS.config)
+  except UserError as error:
+    cli.fail(str(error))
+  cli.run(FLAGS.mode, config, FLAGS.workdir, input_path=FLAGS.input,
           output_dir=FLAGS.output, checkpoint=FLAGS.checkpoint,
           config_given=FLAGS['config'].present > 0 or bool(overrides), overrides=overrides)
 

@@ -32,7 +32,7 @@ sys.path.insert(0, _ROOT)
 
 from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from micro_dualnet_jax import ensemble, metrics, steps  # pylint: disable=wrong-import-position
+from micro_dualnet_jax import ensemble, metrics  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.data import synthetic  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.rundir import RunDir  # pylint: disable=wrong-import-position
 
@@ -93,7 +93,7 @@ def run_variant(name: str) -> dict:
   if code:
     raise RuntimeError(f'{name} failed (exit {code}); see {workdir}.log')
   run = RunDir(workdir)
-  entity_names = list(steps.model_config(run.seed_runs()[0].config()).entity_names)
+  entity_names = list(run.seed_runs()[0].config().model.entity_names)
   seeds = {str(s): seed_record(r.path, entity_names)
            for s, r in zip(run.seeds(), run.seed_runs())}
   top1 = np.array([v['top1'] for v in seeds.values()])

@@ -21,7 +21,6 @@ interleaved (bare, loop, bare, loop); issue 7 asks the loop to be within 10% of 
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import sys
@@ -31,13 +30,12 @@ from typing import Any
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
-from micro_dualnet_jax import hostenv  # pylint: disable=g-import-not-at-top
+from micro_dualnet_jax import malloc_tuning  # pylint: disable=g-import-not-at-top
 
 if __name__ == '__main__':
-  hostenv.reexec_with_tuned_malloc()  # measure what main.py runs with
+  malloc_tuning.reexec_with_tuned_malloc()  # measure what main.py runs with
 
 import jax  # pylint: disable=g-import-not-at-top
-import ml_collections
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
@@ -45,7 +43,8 @@ from ml_collections import config_flags
 import common  # pylint: disable=g-bad-import-order
 from configs import default as default_config
 from micro_dualnet_jax import sharding, steps
-from micro_dualnet_jax.data import augment, datasets
+from micro_dualnet_jax.config import RunConfig
+from micro_dualnet_jax.pipeline import augment, datasets
 from micro_dualnet_jax.skeleton import get_layout
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -68,7 +67,7 @@ _LOOP_REPEATS = flags.DEFINE_integer('loop_repeats', 2, 'Interleaved (bare, loop
 _OUT = flags.DEFINE_string('out', None, 'Also write the JSON here.')
 
 
-def prepared_splits(config: ml_collections.ConfigDict) -> tuple[datasets.Splits, float]:
+def prepared_splits(config: RunConfig) -> tuple[datasets.Splits, float]:
   """Opens (preparing if needed) the dataset; prepare's own JSON lines go to stderr."""
   start = time.perf_counter()
   with contextlib.redirect_stdout(sys.stderr):
@@ -87,19 +86,18 @@ def bench_generation(num_clips: int = 2250) -> dict[str, Any]:
           'clips_per_s': round(len(clips) / seconds, 1)}
 
 
-def shape_config(base: ml_collections.ConfigDict, which: str) -> ml_collections.ConfigDict:
+def shape_config(base: RunConfig, which: str) -> RunConfig:
   """The config itself, or configs/default.py's model/batch on base's data."""
   if which == 'config':
-    return copy.deepcopy(base)
-  config = default_config.get_config()
-  config.data = copy.deepcopy(base.data)
-  return config
+    return base
+  return RunConfig.from_config_dict(default_config.get_config()).replace(
+      data=base.to_dict()['data'])
 
 
-def bench_loader(config: ml_collections.ConfigDict, source, batches: int) -> dict[str, Any]:
+def bench_loader(config: RunConfig, source, batches: int) -> dict[str, Any]:
   """Clips/s of the host loader alone and with on-device augmentation."""
   mesh = sharding.make_mesh()
-  batch_size = int(config.batch_size)
+  batch_size = config.run.batch_size
   loader = datasets.make_loader(config, source, batch_size, 'train')
   out: dict[str, Any] = {'batch_size': batch_size, 'max_frames_L': int(config.data.max_frames),
                          'num_frames_T': int(config.augment.num_frames),
@@ -127,7 +125,7 @@ def bench_loader(config: ml_collections.ConfigDict, source, batches: int) -> dic
 
   # Host + to_global + jitted train_inputs (the augmentation half of the train step).
   layout = get_layout(config.model.layout)
-  aug_cfg = steps.augment_config(config)
+  aug_cfg = config.augment
   batch_sharding = sharding.batch_sharding(mesh)
   aug = jax.jit(lambda batch, key: augment.train_inputs(batch, key, layout, aug_cfg))
   it = loader.train_batches(0)
@@ -153,14 +151,14 @@ def bench_loader(config: ml_collections.ConfigDict, source, batches: int) -> dic
   return out
 
 
-def bench_loop(config: ml_collections.ConfigDict, source, seconds: float,
+def bench_loop(config: RunConfig, source, seconds: float,
                repeats: int) -> dict[str, Any]:
   """Loop (loader + to_global + step, syncing at log points) vs bare step, N steps each."""
   mesh = sharding.make_mesh()
-  batch_size = int(config.batch_size)
+  batch_size = config.run.batch_size
   loader = datasets.make_loader(config, source, batch_size, 'train')
   tx, _ = steps.make_optimizer(config.optim, 100_000)
-  graphdef, state = steps.create_train_state(config, tx, mesh)
+  graphdef, state = steps.create_train_state(config.model, tx, mesh)
   step = steps.make_train_step(graphdef, tx, config, mesh)
   batch_sharding = sharding.batch_sharding(mesh)
   fixed = sharding.to_global(loader.batch(
@@ -175,7 +173,7 @@ def bench_loop(config: ml_collections.ConfigDict, source, seconds: float,
   jax.block_until_ready(metrics)
   one = (time.perf_counter() - start) / 2
   n = max(3, int(seconds / one))
-  log_every = int(config.log_every_steps)
+  log_every = config.run.log_every_steps
   holder = {'state': state, 'step': 0}
 
   def bare():
@@ -206,7 +204,7 @@ def bench_loop(config: ml_collections.ConfigDict, source, seconds: float,
       times[name].append(time.perf_counter() - t0)
   bare_s, loop_s = min(times['bare']), min(times['loop'])
   return {
-      'model': {k: config.model[k] for k in ('width', 'num_heads', 'spatial_layers',
+      'model': {k: getattr(config.model, k) for k in ('width', 'num_heads', 'spatial_layers',
                                              'temporal_layers', 'mlp_ratio', 'num_frames')},
       'batch_size': batch_size, 'steps_per_run': n, 'compile_s': round(compile_s, 2),
       'bare_samples_per_s': round(n * batch_size / bare_s, 2),
@@ -231,13 +229,11 @@ def train_step_rate(path: str) -> dict[str, Any] | None:
 
 def main(argv):
   del argv
-  base = copy.deepcopy(_CONFIG.value)
-  with base.unlocked():
-    base.data.data_dir = _DATA_DIR.value
+  base = RunConfig.from_config_dict(_CONFIG.value).replace(**{'data.data_dir': _DATA_DIR.value})
   result: dict[str, Any] = {
       'benchmark': 'data_loader', 'config': config_flags.get_config_filename(flags.FLAGS['config']),
       'machine': common.machine_info(), 'load_average_start': common.load_average(),
-      'data_dir': _DATA_DIR.value, 'dataset_options': base.data.options.to_dict(),
+      'data_dir': _DATA_DIR.value, 'dataset_options': base.data.options,
   }
   splits, prepare_s = prepared_splits(base)
   result['open_or_prepare_s'] = round(prepare_s, 2)

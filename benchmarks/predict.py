@@ -19,10 +19,10 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from micro_dualnet_jax import hostenv  # pylint: disable=g-import-not-at-top
+from micro_dualnet_jax import malloc_tuning  # pylint: disable=g-import-not-at-top
 
 if __name__ == '__main__':
-  hostenv.reexec_with_tuned_malloc()  # measure what main.py runs with
+  malloc_tuning.reexec_with_tuned_malloc()  # measure what main.py runs with
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -30,6 +30,7 @@ from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-
 
 from configs import default, synthetic as synthetic_config  # pylint: disable=wrong-import-position
 from micro_dualnet_jax import inference, predict, sharding, steps, timeline  # pylint: disable=wrong-import-position
+from micro_dualnet_jax.config import RunConfig  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.data import synthetic  # pylint: disable=wrong-import-position
 
 sys.path.insert(0, str(ROOT / 'benchmarks'))
@@ -50,14 +51,14 @@ def recording(layout: str, frames: int) -> tuple[np.ndarray, np.ndarray]:
   return keypoints, confidence
 
 
-def measure(name: str, config, num_windows: int, batch_size: int) -> dict:
+def measure(name: str, config: RunConfig, num_windows: int, batch_size: int) -> dict:
   tx, _ = steps.make_optimizer(config.optim, 1)
   mesh = sharding.make_mesh()
-  graphdef, state = steps.create_train_state(config, tx, mesh)
+  graphdef, state = steps.create_train_state(config.model, tx, mesh)
   model = inference.RestoredModel(graphdef, state['params'], state['model_state'], 0, config,
-                                  'latest')
+                                  'latest', list(config.data.spec.class_names))
   predictor = inference.Predictor(model, batch_size=batch_size, mesh=mesh)
-  options = predict.PredictOptions().resolved(config)
+  options = predict.PredictOptions().resolved(config.model.num_frames, config.data.max_frames)
   window, stride = options.window, options.stride
   frames = window + stride * (num_windows + predictor.batch_size)
   keypoints, confidence = recording(config.model.layout, frames)
@@ -107,9 +108,9 @@ def main(argv):
                 f'{jax.device_count()}', 'cpu': common.machine_info()['cpu'],
       'python': platform.python_version(),
       'cpu_count': os.cpu_count(), 'machine': platform.machine(), 'jax': jax.__version__,
-      'results': [measure('default (configs/default.py)', default.get_config(), FLAGS.windows,
+      'results': [measure('default (configs/default.py)', RunConfig.from_config_dict(default.get_config()), FLAGS.windows,
                           FLAGS.batch_size),
-                  measure('synthetic (configs/synthetic.py)', synthetic_config.get_config(),
+                  measure('synthetic (configs/synthetic.py)', RunConfig.from_config_dict(synthetic_config.get_config()),
                           FLAGS.windows, FLAGS.batch_size)],
   }
   text = json.dumps(results, indent=2)

@@ -21,7 +21,7 @@ from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-
 
 import numpy as np  # pylint: disable=wrong-import-position
 
-from micro_dualnet_jax import inference, metrics, steps  # pylint: disable=wrong-import-position
+from micro_dualnet_jax import metrics  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.rundir import EVAL_OUTPUTS_FILE, RunDir  # pylint: disable=wrong-import-position
 
 sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
@@ -32,9 +32,8 @@ _OUT = flags.DEFINE_string('out', None, 'Where the JSON goes.')
 
 
 def describe(run: RunDir) -> dict:
-  config = run.config()
-  entities = list(steps.model_config(config).entity_names)
-  classes = inference.class_names_for(config)
+  entities = list(run.config().model.entity_names)
+  classes = run.class_names()
   with np.load(run.file(EVAL_OUTPUTS_FILE)) as outputs:
     weights, labels = outputs['routing_weights'], outputs['labels']
   stats = metrics.routing_statistics(weights, labels, len(classes))

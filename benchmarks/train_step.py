@@ -20,7 +20,6 @@ autocast) with the same batch and model sizes as subprocesses, and reports the r
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import resource
@@ -31,14 +30,13 @@ from typing import Any
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
-from micro_dualnet_jax import hostenv  # pylint: disable=g-import-not-at-top
+from micro_dualnet_jax import malloc_tuning  # pylint: disable=g-import-not-at-top
 
 if __name__ == '__main__':
-  hostenv.reexec_with_tuned_malloc()  # measure what main.py runs with
+  malloc_tuning.reexec_with_tuned_malloc()  # measure what main.py runs with
 
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import app, flags
 from flax import nnx
@@ -46,8 +44,9 @@ from ml_collections import config_flags
 
 import common  # pylint: disable=g-bad-import-order
 from micro_dualnet_jax import sharding, steps
-from micro_dualnet_jax.data import augment
+from micro_dualnet_jax.config import RunConfig
 from micro_dualnet_jax.models import transformer
+from micro_dualnet_jax.pipeline import augment
 from micro_dualnet_jax.skeleton import get_layout
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -80,20 +79,20 @@ _OUT = flags.DEFINE_string('out', None, 'Also write the JSON here.')
 # ----------------------------------------------------------------------------- the real steps
 
 
-def _host_batch(config: ml_collections.ConfigDict, batch_size: int, seed: int = 0
+def _host_batch(config: RunConfig, batch_size: int, seed: int = 0
                 ) -> dict[str, np.ndarray]:
   layout = get_layout(config.model.layout)
   return common.synthetic_batch(batch_size, config.data.max_frames, layout.num_joints,
                                 layout.coord_dims, config.model.num_classes, seed)
 
 
-def bench_train(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, peak_gflops: float,
+def bench_train(config: RunConfig, mesh: jax.sharding.Mesh, peak_gflops: float,
                 num_steps: int, warmup: int, profile: bool) -> dict[str, Any]:
   """Compile time, steady throughput and FLOP/s of `steps.make_train_step` at config's batch."""
-  batch_size = int(config.batch_size)
+  batch_size = config.run.batch_size
   sharding.check_batch_size(batch_size, mesh)
   tx, _ = steps.make_optimizer(config.optim, 100_000)
-  graphdef, state = steps.create_train_state(config, tx, mesh)
+  graphdef, state = steps.create_train_state(config.model, tx, mesh)
   step = steps.make_train_step(graphdef, tx, config, mesh)
   batch = sharding.to_global(_host_batch(config, batch_size), sharding.batch_sharding(mesh),
                              batch_size)
@@ -146,11 +145,11 @@ def bench_train(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, peak
   return result
 
 
-def bench_eval(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, peak_gflops: float,
+def bench_eval(config: RunConfig, mesh: jax.sharding.Mesh, peak_gflops: float,
                eval_batch: int, repeats: int, latency_repeats: int) -> dict[str, Any]:
   """Large-batch throughput and batch-1 latency of `steps.make_eval_step`."""
   tx, _ = steps.make_optimizer(config.optim, 1)
-  graphdef, state = steps.create_train_state(config, tx, mesh)
+  graphdef, state = steps.create_train_state(config.model, tx, mesh)
   eval_step = steps.make_eval_step(graphdef, config, mesh)
   out: dict[str, Any] = {}
   for name, batch_size, n in (('large_batch', eval_batch, repeats),
@@ -181,7 +180,7 @@ def bench_eval(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, peak_
 # ----------------------------------------------------------------------------- the PyTorch twin
 
 
-def twin_args(config: ml_collections.ConfigDict) -> list[str]:
+def twin_args(config: RunConfig) -> list[str]:
   """Twin flags that give the same model and batch as `config` (the twin's C = our C + 1: the
   coordinates plus the confidence channel)."""
   m = config.model
@@ -190,7 +189,7 @@ def twin_args(config: ml_collections.ConfigDict) -> list[str]:
   if m.spatial_layers != m.temporal_layers:
     raise ValueError('the twin has one --layers for all four stacks; spatial_layers '
                      f'{m.spatial_layers} != temporal_layers {m.temporal_layers}')
-  return ['--batch', str(config.batch_size), '--frames', str(config.augment.num_frames),
+  return ['--batch', str(config.run.batch_size), '--frames', str(config.augment.num_frames),
           '--joints', str(layout.num_joints), '--chans', str(layout.coord_dims + 1),
           '--entities', str(entities), '--width', str(m.width), '--layers', str(m.spatial_layers),
           '--heads', str(m.num_heads), '--classes', str(m.num_classes)]
@@ -251,12 +250,12 @@ def _hash_keep(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array
   return x >= jnp.uint32(int(rate * 2 ** 32))
 
 
-def components(config: ml_collections.ConfigDict, peak: float) -> dict[str, Any]:
+def components(config: RunConfig, peak: float) -> dict[str, Any]:
   """Micro-benchmarks, forward + backward unless said, at the model's token shapes
   (B = config.batch_size, T = augment.num_frames, K entities, width D, H heads)."""
   m = config.model
   layout = get_layout(m.layout)
-  b, t = int(config.batch_size), int(config.augment.num_frames)
+  b, t = config.run.batch_size, int(config.augment.num_frames)
   k = len(m.entities) if m.entities else len(layout.entity_names)
   d, h = int(m.width), int(m.num_heads)
   c = d // h
@@ -393,7 +392,7 @@ def components(config: ml_collections.ConfigDict, peak: float) -> dict[str, Any]
 
   # On-device augmentation alone (train_inputs under jit).
   layout_ = get_layout(m.layout)
-  aug = steps.augment_config(config)
+  aug = config.augment
   host = _host_batch(config, b)
   dev = {kk_: jnp.asarray(vv) for kk_, vv in host.items()}
   out['augment_train_inputs'] = _bench_fn(
@@ -404,16 +403,13 @@ def components(config: ml_collections.ConfigDict, peak: float) -> dict[str, Any]
 # ----------------------------------------------------------------------------- main
 
 
-def variant_config(base: ml_collections.ConfigDict, dtype: str) -> ml_collections.ConfigDict:
-  config = copy.deepcopy(base)
-  if dtype != 'config':
-    config.model.dtype = dtype
-  return config
+def variant_config(base: RunConfig, dtype: str) -> RunConfig:
+  return base if dtype == 'config' else base.replace(**{'model.dtype': dtype})
 
 
 def main(argv):
   del argv
-  base = _CONFIG.value
+  base = RunConfig.from_config_dict(_CONFIG.value)
   mesh = sharding.make_mesh()
   result: dict[str, Any] = {
       'benchmark': 'train_step', 'config': config_flags.get_config_filename(flags.FLAGS['config']),
@@ -421,8 +417,8 @@ def main(argv):
           flags.FLAGS['config']).items()} if hasattr(config_flags, 'get_override_values') else {},
       'machine': common.machine_info(), 'device': common.device_info(),
       'load_average_start': common.load_average(),
-      'model': {k: v for k, v in base.model.to_dict().items()},
-      'batch_size': int(base.batch_size), 'max_frames_L': int(base.data.max_frames),
+      'model': base.to_dict()['model'],
+      'batch_size': base.run.batch_size, 'max_frames_L': int(base.data.max_frames),
       'num_frames_T': int(base.augment.num_frames),
   }
   peak = {'fp32': common.matmul_peak(_PEAK_N.value, jnp.float32),
@@ -439,7 +435,7 @@ def main(argv):
                                  _PROFILE.value)
     if not _SKIP_EVAL.value:
       entry['eval'] = bench_eval(config, mesh, peak_for(name),
-                                 _EVAL_BATCH.value or int(config.eval_batch_size),
+                                 _EVAL_BATCH.value or config.run.eval_batch_size,
                                  _EVAL_REPEATS.value, _LATENCY_REPEATS.value)
     entry['load_average_after'] = common.load_average()
     device_peak = result['device']['bf16_peak_tflops']

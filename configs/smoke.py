@@ -23,4 +23,5 @@ def get_config():
   config.eval_every_steps = 0
   config.checkpoint_every_steps = 4
   config.async_checkpoints = False
+  config.steps_per_call = 1   # tests stop runs at exact steps
   return config

@@ -29,9 +29,9 @@ def tiny_run(folder: str) -> str:
   """Trains the smoke-sized synthetic model (the tests' configuration) into folder/run."""
   from configs import smoke  # pylint: disable=g-import-not-at-top
   from micro_dualnet_jax import train  # pylint: disable=g-import-not-at-top
-  config = smoke.get_config()
-  config.data.data_dir = os.path.join(folder, 'tfds')
-  config.num_train_steps = 40
+  from micro_dualnet_jax.config import RunConfig  # pylint: disable=g-import-not-at-top
+  config = RunConfig.from_config_dict(smoke.get_config()).replace(
+      **{'data.data_dir': os.path.join(folder, 'tfds'), 'num_train_steps': 40})
   train.train_and_evaluate(config, os.path.join(folder, 'run'))
   return os.path.join(folder, 'run')
 

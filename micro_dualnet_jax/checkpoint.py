@@ -9,7 +9,7 @@ that inference restores the parameters alone, without building an optimizer:
   <step>/loop         step, augmentation RNG key, non-finite counter
   <step>/meta         JSON: step, epoch, data position, best metrics, seed, a sha256 per item
 
-The data position is a function of the step (see data/loader.py), so a restored run reads
+The data position is a function of the step (see pipeline/loader.py), so a restored run reads
 exactly the batches it would have read.
 
 Layout of a run directory (`rundir.py`):
@@ -36,15 +36,14 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from micro_dualnet_jax import sharding
-from micro_dualnet_jax.errors import CheckpointReadError
+from micro_dualnet_jax.errors import CheckpointReadError, CheckpointWriteError
+from micro_dualnet_jax.rundir import BEST_DIR, CHECKPOINTS_DIR
 
 CHECKSUMS_KEY = 'checksums'
 STATE_ITEMS = ('params', 'model_state', 'opt_state', 'loop')
 LOOP_KEYS = ('step', 'rng', 'nonfinite')
 
 
-class CheckpointWriteError(RuntimeError):
-  """A checkpoint could not be written (full disk, unwritable directory, ...)."""
 
 
 def tree_checksum(tree: Any) -> str:
@@ -84,7 +83,7 @@ class Checkpointer:
         max_to_keep=keep, create=create, enable_async_checkpointing=async_save,
         cleanup_tmp_directories=cleanup)
     self.latest = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options)
+        os.path.join(os.path.abspath(workdir), CHECKPOINTS_DIR), options=options)
     self.best_metric = best_metric
     self.best = None
     if best_metric:
@@ -92,7 +91,7 @@ class Checkpointer:
           max_to_keep=1, create=create, best_fn=lambda m: m[best_metric], best_mode=best_mode,
           enable_async_checkpointing=async_save, cleanup_tmp_directories=cleanup)
       self.best = ocp.CheckpointManager(
-          os.path.join(os.path.abspath(workdir), 'best'), options=best_options)
+          os.path.join(os.path.abspath(workdir), BEST_DIR), options=best_options)
 
   @staticmethod
   def _args(state, meta):

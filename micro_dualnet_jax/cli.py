@@ -7,8 +7,10 @@ import os
 import sys
 from typing import Any
 
-import ml_collections
 from absl import logging
+
+from micro_dualnet_jax.config import RunConfig, RunSettings
+from micro_dualnet_jax.errors import InputError, UserError
 
 MODES = ('train', 'eval', 'prepare', 'predict', 'export', 'ensemble')
 
@@ -19,60 +21,88 @@ def fail(message: str) -> None:
   sys.exit(2)
 
 
-def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
+def run(mode: str, config: RunConfig, workdir: str | None, *,
         input_path: str | None = None, output_dir: str | None = None,
         checkpoint: str = 'best', config_given: bool = True,
         overrides: dict[str, Any] | None = None) -> None:
-  """Runs `mode`; user errors (bad data, bad config, bad work directory) exit 2 with one line.
+  """Runs `mode`; a `UserError` (bad data, config, work directory or argument) exits 2 with one
+  line, anything else is a bug and keeps its traceback.
 
-  config_given: whether --config (or a --config.* override) was on the command line. eval,
-  predict and export read the model from the run's config.json; a config given is compared with
-  it (a differing model is noted and ignored). overrides: the --config.* values given
+  config: the command line's config (its file with the --config.* overrides, or the default
+  file). config_given: whether --config (or a --config.* override) was on the command line.
+  eval, predict and export read the model from the run's config.json; a config given is compared
+  with it (a differing model is noted and ignored). overrides: the --config.* values given
   explicitly; eval takes its evaluation settings (evaluate.EVAL_SETTINGS) from these alone.
   """
-  # Imported here so `--help` and flag errors stay fast; only training imports train.py.
-  from micro_dualnet_jax.data import prepare  # pylint: disable=g-import-not-at-top
-  from micro_dualnet_jax.data.clip import DataFormatError  # pylint: disable=g-import-not-at-top
-  from micro_dualnet_jax.errors import CheckpointReadError, TrainingError  # pylint: disable=g-import-not-at-top
-
   # Library warnings (TFDS on every dataset it opens) would bury the run's own output; what a
   # user must see is printed.
   logging.set_verbosity(logging.ERROR)
+  if mode in ('train', 'eval', 'predict', 'export'):
+    _compilation_cache(config.run.compilation_cache_dir if config is not None else
+                       RunSettings.compilation_cache_dir)
   try:
-    if mode == 'prepare':
-      d = config.data
-      for stats in prepare.prepare_dataset(d.name, d.manual_dir or None,
-                                           os.path.expanduser(d.data_dir), **d.options.to_dict()):
-        print(json.dumps(stats), flush=True)
-      return
-    if not workdir:
-      raise ValueError(f'--workdir is required for --mode={mode}')
-    if mode == 'train':
-      from micro_dualnet_jax import train  # pylint: disable=g-import-not-at-top
-      train.train_and_evaluate(config, workdir)
-    elif mode == 'eval':
-      from micro_dualnet_jax import evaluate  # pylint: disable=g-import-not-at-top
-      if checkpoint not in ('best', 'latest'):
-        raise ValueError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}")
-      print(json.dumps(evaluate.evaluate_workdir(
-          workdir, config if config_given else None, overrides=overrides or {},
-          checkpoint=checkpoint, output_dir=output_dir)), flush=True)
-    elif mode == 'predict':
-      from micro_dualnet_jax import predict  # pylint: disable=g-import-not-at-top
-      predict.run_predict(config, workdir, input_path, output_dir,
-                          compare_model=config_given)
-    elif mode == 'export':
-      from micro_dualnet_jax import export  # pylint: disable=g-import-not-at-top
-      export.run_export(config if config_given else None, workdir, output_dir)
-    elif mode == 'ensemble':
-      from micro_dualnet_jax import ensemble  # pylint: disable=g-import-not-at-top
-      from micro_dualnet_jax.data import datasets  # pylint: disable=g-import-not-at-top
-      members = ensemble.parse_members(input_path)
-      # Without --config the dataset is the members' own (their config.json).
-      dataset = config.data.name if config_given else ensemble.member_dataset(members[0][0])
-      summary = ensemble.run_ensemble(members, output_dir or workdir, dataset=dataset,
-                                      class_names=datasets.class_names(dataset))
-      print(json.dumps(summary), flush=True)
-  except (DataFormatError, prepare.DatasetNotFoundError, TrainingError, CheckpointReadError,
-          ValueError) as error:
+    _run(mode, config, workdir, input_path=input_path, output_dir=output_dir,
+         checkpoint=checkpoint, given=config if config_given else None,
+         overrides=overrides or {})
+  except UserError as error:
     fail(str(error))
+
+
+def _compilation_cache(folder: str) -> None:
+  """JAX's persistent compilation cache in `folder` ('': off). A cache folder set in the
+  environment (JAX_COMPILATION_CACHE_DIR) wins over the config's."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if not folder:
+    jax.config.update('jax_enable_compilation_cache', False)
+    return
+  if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    jax.config.update('jax_compilation_cache_dir', os.path.expanduser(folder))
+  # Every program, however fast it compiled: an eval or export compiles a few small ones.
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+def _run(mode: str, config: RunConfig, workdir: str | None, *, input_path: str | None,
+         output_dir: str | None, checkpoint: str, given: RunConfig | None,
+         overrides: dict[str, Any]) -> None:
+  # Imported per mode so `--help` and flag errors stay fast; only training imports train.py.
+  # pylint: disable=g-import-not-at-top
+  if mode == 'prepare':
+    from micro_dualnet_jax.data import prepare
+    d = config.data
+    for stats in prepare.prepare_dataset(d.name, d.manual_path, d.data_path, **d.options):
+      print(json.dumps(stats), flush=True)
+    return
+  if not workdir:
+    raise InputError(f'--workdir is required for --mode={mode}')
+  if mode == 'train':
+    from micro_dualnet_jax import train
+    train.train_and_evaluate(config, workdir)
+  elif mode == 'eval':
+    from micro_dualnet_jax import evaluate
+    if checkpoint not in ('best', 'latest'):
+      raise InputError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}")
+    print(json.dumps(evaluate.evaluate_workdir(workdir, given, overrides=overrides,
+                                               checkpoint=checkpoint, output_dir=output_dir)),
+          flush=True)
+  elif mode == 'predict':
+    from micro_dualnet_jax import predict
+    predict.run_predict(config, workdir, input_path, output_dir, compare_model=given is not None)
+  elif mode == 'export':
+    from micro_dualnet_jax import export
+    export.run_export(given, workdir, output_dir)
+  elif mode == 'ensemble':
+    from micro_dualnet_jax import ensemble
+    members = ensemble.parse_members(input_path)
+    # The members' own dataset (their config.json); folders of eval outputs alone take the
+    # config's.
+    spec = ensemble.member_dataset(members)
+    if spec is None:
+      spec = config.data.spec
+    elif given is not None and given.data.name != spec.name:
+      raise InputError(f'--config is a {given.data.name!r} config, the ensemble members were '
+                       f'trained on {spec.name!r}; leave --config out (the members\' dataset '
+                       'is used) or give a config of their dataset')
+    summary = ensemble.run_ensemble(members, output_dir or workdir, spec=spec,
+                                    class_names=ensemble.member_class_names(members, spec))
+    print(json.dumps(summary), flush=True)

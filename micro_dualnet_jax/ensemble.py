@@ -28,6 +28,9 @@ import numpy as np
 
 from micro_dualnet_jax import metrics as metrics_lib
 from micro_dualnet_jax import submission
+from micro_dualnet_jax.data import registry
+from micro_dualnet_jax.data.registry import DatasetSpec
+from micro_dualnet_jax.errors import InputError
 from micro_dualnet_jax.rundir import EVAL_OUTPUTS_FILE as OUTPUTS_FILE
 from micro_dualnet_jax.rundir import RunDir
 
@@ -51,19 +54,32 @@ def parse_members(spec: str) -> list[tuple[str, float]]:
     try:
       value = float(weight) if weight else 1.0
     except ValueError:
-      raise ValueError(f'ensemble member {item!r}: weight {weight!r} is not a number') from None
+      raise InputError(f'ensemble member {item!r}: weight {weight!r} is not a number') from None
     if not np.isfinite(value) or value <= 0:
-      raise ValueError(f'ensemble member {item!r}: weight must be a positive number')
+      raise InputError(f'ensemble member {item!r}: weight must be a positive number')
     members.append((path, value))
   if len(members) < 2:
-    raise ValueError(f'an ensemble needs at least two work directories, got {spec!r} '
+    raise InputError(f'an ensemble needs at least two work directories, got {spec!r} '
                      '(--input=dir_a,dir_b[=weight],...)')
   return members
 
 
-def member_dataset(workdir: str) -> str:
-  """The dataset a member run was trained on (its config.json)."""
-  return RunDir(workdir).config().data.name
+def member_dataset(members: Sequence[tuple[str, float]]) -> DatasetSpec | None:
+  """The dataset the member runs were trained on (their config.json; None when no member is a
+  run directory, only a folder of eval outputs); members of different datasets are refused."""
+  names = {workdir: RunDir(workdir).config().data.name for workdir, _ in members
+           if RunDir(workdir).exists()}
+  if len(set(names.values())) > 1:
+    raise InputError(f'ensemble members were trained on different datasets: {names}')
+  return registry.get_spec(next(iter(names.values()))) if names else None
+
+
+def member_class_names(members: Sequence[tuple[str, float]], spec: DatasetSpec) -> list[str]:
+  """The class names of the first member that is a run directory, else the dataset's."""
+  for workdir, _ in members:
+    if RunDir(workdir).exists():
+      return RunDir(workdir).class_names()
+  return list(spec.class_names)
 
 
 def load_run(workdir: str, weight: float = 1.0) -> RunScores:
@@ -73,24 +89,24 @@ def load_run(workdir: str, weight: float = 1.0) -> RunScores:
     run.require_single_run('ensemble')
   path = os.path.join(workdir, OUTPUTS_FILE)
   if not os.path.exists(path):
-    raise ValueError(f'{path} not found: train or --mode=eval the run first')
+    raise InputError(f'{path} not found: train or --mode=eval the run first')
   try:
     with np.load(path, allow_pickle=False) as data:
       arrays = {name: data[name] for name in data.files}
   except (OSError, ValueError) as error:
-    raise ValueError(f'{path} is not a readable eval output: {error}') from error
+    raise InputError(f'{path} is not a readable eval output: {error}') from error
   missing = {'logits', 'labels', 'clip_ids'} - set(arrays)
   if missing:
-    raise ValueError(f'{path} lacks {sorted(missing)}: re-run --mode=eval on {workdir} with '
+    raise InputError(f'{path} lacks {sorted(missing)}: re-run --mode=eval on {workdir} with '
                      'this version')
   run = RunScores(workdir, weight, np.asarray(arrays['logits'], np.float64),
                   np.asarray(arrays['labels'], np.int64), np.asarray(arrays['clip_ids'], str),
                   str(arrays.get('eval_split', '')))
   if run.logits.ndim != 2 or not run.logits.shape[0] == len(run.labels) == len(run.clip_ids):
-    raise ValueError(f'{path}: logits {run.logits.shape}, {len(run.labels)} labels and '
+    raise InputError(f'{path}: logits {run.logits.shape}, {len(run.labels)} labels and '
                      f'{len(run.clip_ids)} clip ids do not match')
   if not np.isfinite(run.logits).all():
-    raise ValueError(f'{path}: logits contain NaN or inf')
+    raise InputError(f'{path}: logits contain NaN or inf')
   return run
 
 
@@ -103,17 +119,17 @@ def combine(runs: Sequence[RunScores]) -> tuple[np.ndarray, np.ndarray, np.ndarr
   for run in runs:
     name = run.workdir
     if run.logits.shape[1] != first.logits.shape[1]:
-      raise ValueError(f'{name} has {run.logits.shape[1]} classes, {first.workdir} has '
+      raise InputError(f'{name} has {run.logits.shape[1]} classes, {first.workdir} has '
                        f'{first.logits.shape[1]}')
     if run.eval_split != first.eval_split:
-      raise ValueError(f'{name} scored split {run.eval_split!r}, {first.workdir} scored '
+      raise InputError(f'{name} scored split {run.eval_split!r}, {first.workdir} scored '
                        f'{first.eval_split!r}')
     if set(run.clip_ids) != set(order) or len(run.clip_ids) != len(order):
       extra = sorted(set(run.clip_ids) ^ set(order))[:3]
-      raise ValueError(f'{name} and {first.workdir} scored different clips (e.g. {extra})')
+      raise InputError(f'{name} and {first.workdir} scored different clips (e.g. {extra})')
     index = np.array([order[c] for c in run.clip_ids])
     if not np.array_equal(first.labels[index], run.labels):
-      raise ValueError(f'{name} and {first.workdir} disagree on the labels of the same clips')
+      raise InputError(f'{name} and {first.workdir} disagree on the labels of the same clips')
     probs = np.zeros_like(first.logits)
     probs[index] = metrics_lib.softmax(run.logits)
     total += run.weight * probs
@@ -127,7 +143,7 @@ def per_class_accuracy(confusion: np.ndarray, class_names: Sequence[str]) -> dic
           for c, name in enumerate(class_names)}
 
 
-def run_ensemble(members: Sequence[tuple[str, float]], output_dir: str, *, dataset: str,
+def run_ensemble(members: Sequence[tuple[str, float]], output_dir: str, *, spec: DatasetSpec,
                  class_names: Sequence[str]) -> dict[str, Any]:
   """Combines the members' eval outputs, writes ensemble.json, predictions.csv (and the
   dataset's submission file and its zip) to `output_dir`, and returns the ensemble.json
@@ -147,13 +163,11 @@ def run_ensemble(members: Sequence[tuple[str, float]], output_dir: str, *, datas
       'rule': 'weighted mean of softmax probabilities', 'labelled': labelled,
   }
   if labelled:
-    score_fn = (metrics_lib.ma52_metrics if dataset == 'ma52'
-                else metrics_lib.classification_metrics)
-    result = score_fn(probs, labels)
+    result = metrics_lib.SCORERS[spec.scorer](probs, labels)
     summary['ensemble'] = metrics_lib.scalar_metrics(result)
     summary['per_class_accuracy'] = per_class_accuracy(result['confusion_matrix'], class_names)
   os.makedirs(output_dir, exist_ok=True)
-  submission.write_run_outputs(dataset, output_dir, list(clip_ids), probs,
+  submission.write_run_outputs(spec.submission, output_dir, list(clip_ids), probs,
                                labels if labelled else None)
   with open(os.path.join(output_dir, 'ensemble.json'), 'w') as f:
     json.dump(summary, f, indent=2)

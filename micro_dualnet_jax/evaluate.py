@@ -18,16 +18,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 from absl import logging
 
 from micro_dualnet_jax import inference, report, sharding, steps, submission
 from micro_dualnet_jax import metrics as metrics_lib
-from micro_dualnet_jax.config_utils import set_path
-from micro_dualnet_jax.data import datasets
+from micro_dualnet_jax.config import RunConfig
+from micro_dualnet_jax.pipeline import datasets
 from micro_dualnet_jax.data.clip import DataFormatError
-from micro_dualnet_jax.data.loader import Loader
+from micro_dualnet_jax.pipeline.loader import Loader
 from micro_dualnet_jax.rundir import (EVAL_METRICS_FILE, EVAL_OUTPUTS_FILE, METRICS_FILE,
                                       RunDir, RunDirError, seed_dir_name)
 
@@ -58,13 +57,14 @@ class EvalResult:
 
 
 def evaluate(eval_step, state: Any, loader: Loader, mesh: jax.sharding.Mesh, num_classes: int,
-             *, ma52: bool = False, num_seeds: int | None = None
-             ) -> EvalResult | list[EvalResult]:
+             *, scorer: str = 'classification', num_seeds: int | None = None
+             ) -> list[EvalResult]:
   """One pass over `loader`'s split; every clip counted exactly once (padding rows dropped).
-  num_classes: C, checked against the logits.
+  num_classes: C, checked against the logits; scorer: a key of `metrics.SCORERS` (the
+  dataset's `DatasetSpec.scorer`).
 
   num_seeds: the eval step has a seeds axis (`steps.make_eval_step(seeds_axis=True)`): one
-  result per seed.
+  result per seed. Without it, a list of one result.
   """
   batch_sharding = sharding.batch_sharding(mesh)
   seeds = num_seeds or 1
@@ -100,11 +100,10 @@ def evaluate(eval_step, state: Any, loader: Loader, mesh: jax.sharding.Mesh, num
   for s in range(seeds):
     metrics = None
     if not unlabelled.any():
-      score = metrics_lib.ma52_metrics if ma52 else metrics_lib.classification_metrics
-      metrics = score(arrays['logits'][s], labels)
+      metrics = metrics_lib.SCORERS[scorer](arrays['logits'][s], labels)
     results.append(EvalResult(metrics, arrays['logits'][s], arrays['routing_weights'][s],
                               labels, arrays['indices']))
-  return results if num_seeds is not None else results[0]
+  return results
 
 
 def in_release_order(result: EvalResult, splits: datasets.Splits) -> EvalResult:
@@ -119,25 +118,27 @@ def in_release_order(result: EvalResult, splits: datasets.Splits) -> EvalResult:
                              labels=result.labels[order], indices=result.indices[order])
 
 
-def write_outputs(config: ml_collections.ConfigDict, folder: str, result: EvalResult,
-                  splits: datasets.Splits, summary: dict[str, Any] | None = None, *,
+def write_outputs(config: RunConfig, folder: str, result: EvalResult, splits: datasets.Splits,
+                  summary: dict[str, Any] | None = None, *, checkpoint: dict[str, Any],
                   verbose: bool = True) -> None:
   """Predictions, the submission file (+ zip), eval_outputs.npz, eval_metrics.json, plots,
   and summary.json when given, into `folder` (process 0). Rows are in the released order
-  (`in_release_order`), else the split's."""
+  (`in_release_order`), else the split's. checkpoint: what was scored, {'step', 'which'},
+  recorded with the test-time views in eval_metrics.json."""
   os.makedirs(folder, exist_ok=True)
   result = in_release_order(result, splits)
   probs = metrics_lib.softmax(result.logits)
   clip_ids = [splits.clip_id(splits.eval, i) for i in result.indices]
-  submission.write_run_outputs(config.data.name, folder, clip_ids, probs,
+  submission.write_run_outputs(config.data.spec.submission, folder, clip_ids, probs,
                                result.labels if result.labelled else None)
-  views = steps.test_time_config(config)
+  views = config.test_time
   np.savez_compressed(os.path.join(folder, EVAL_OUTPUTS_FILE), logits=result.logits,
                       routing_weights=result.routing_weights, labels=result.labels,
                       clip_ids=np.asarray(clip_ids, dtype=str), eval_split=config.data.eval_split,
                       test_time_clips=views.num_clips, test_time_flip=views.flip)
   with open(os.path.join(folder, EVAL_METRICS_FILE), 'w') as f:
-    json.dump(result.scalars(), f, indent=2)
+    json.dump({**result.scalars(), 'checkpoint': checkpoint, 'eval_split': config.data.eval_split,
+               'test_time': dataclasses.asdict(views)}, f, indent=2)
   if summary is not None:
     RunDir(folder).write_summary(summary)
   if verbose:
@@ -146,7 +147,7 @@ def write_outputs(config: ml_collections.ConfigDict, folder: str, result: EvalRe
     else:
       print(f'{config.data.name}/{config.data.eval_split} is unlabelled ({len(result.labels)} '
             'clips): no metrics; predictions and the submission file are written', flush=True)
-  entity_names = list(steps.model_config(config).entity_names)
+  entity_names = list(config.model.entity_names)
   try:
     if os.path.exists(os.path.join(folder, METRICS_FILE)):
       report.plot_training_curves(os.path.join(folder, METRICS_FILE),
@@ -168,12 +169,10 @@ EVAL_SETTINGS = ('test_time', 'eval_batch_size', 'data.eval_split', 'data.data_d
                  'data.manual_dir')
 
 
-def eval_config(trained: ml_collections.ConfigDict,
-                given: ml_collections.ConfigDict | None = None,
-                overrides: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
+def eval_config(trained: RunConfig, given: RunConfig | None = None,
+                overrides: dict[str, Any] | None = None) -> RunConfig:
   """The run's config with EVAL_SETTINGS replaced: from `overrides` (dotted key -> value, the
   values given explicitly on the command line) when given, else from the config `given`."""
-  config = ml_collections.ConfigDict(trained.to_dict())
 
   def covered(key: str) -> bool:
     return any(key == s or key.startswith(s + '.') for s in EVAL_SETTINGS)
@@ -181,21 +180,20 @@ def eval_config(trained: ml_collections.ConfigDict,
   if overrides is not None:
     items = {k: v for k, v in overrides.items() if covered(k)}
   elif given is not None:
+    values = given.to_dict()
     items = {}
     for key in EVAL_SETTINGS:
-      node = given
+      node = values
       for part in key.split('.'):
-        node = node[part] if node is not None and part in node else None
+        node = node.get(part) if isinstance(node, dict) else None
       if node is not None:
-        items[key] = node.to_dict() if hasattr(node, 'to_dict') else node
+        items[key] = node
   else:
     items = {}
-  for key, value in items.items():
-    set_path(config, key, value)
-  return config
+  return trained.replace(**items) if items else trained
 
 
-def evaluate_workdir(workdir: str, config: ml_collections.ConfigDict | None = None, *,
+def evaluate_workdir(workdir: str, config: RunConfig | None = None, *,
                      overrides: dict[str, Any] | None = None, checkpoint: str = 'best',
                      output_dir: str | None = None, verbose: bool = True) -> dict[str, Any]:
   """--mode=eval: scores the best (checkpoint='best', else the latest) or the latest
@@ -222,19 +220,20 @@ def evaluate_workdir(workdir: str, config: ml_collections.ConfigDict | None = No
         json.dump(result, f, indent=2)
     return result
   trained = inference.run_config(run, config, verbose=verbose)
-  settings = eval_config(trained, config, overrides)
-  steps.test_time_config(settings)        # a bad setting fails before anything is read
+  settings = eval_config(trained, config, overrides)   # a bad setting fails here, before reading
   sharding.maybe_initialize_distributed()
   mesh = sharding.make_mesh()
-  sharding.check_batch_size(settings.eval_batch_size, mesh, 'eval_batch_size')
+  sharding.check_batch_size(settings.run.eval_batch_size, mesh, 'eval_batch_size')
   model = inference.restore_model(run, which=checkpoint, mesh=mesh, config=settings)
   splits = datasets.load_eval_split(settings)
-  loader = datasets.make_loader(settings, splits.eval, settings.eval_batch_size, 'eval')
-  result = evaluate(steps.make_eval_step(model.graphdef, settings, mesh), model.state, loader,
-                    mesh, settings.model.num_classes, ma52=settings.data.name == 'ma52')
+  loader = datasets.make_loader(settings, splits.eval, settings.run.eval_batch_size, 'eval')
+  (result,) = evaluate(steps.make_eval_step(model.graphdef, settings, mesh), model.state,
+                       loader, mesh, settings.model.num_classes,
+                       scorer=settings.data.spec.scorer)
   if jax.process_index() == 0:
     folder = output_dir or run.path
-    write_outputs(settings, folder, result, splits, verbose=verbose)
+    write_outputs(settings, folder, result, splits, verbose=verbose,
+                  checkpoint={'step': model.step, 'which': model.which})
     if verbose:
       print(f'evaluated checkpoint step {model.step} ({model.which}) of {run.path}: {folder}',
             flush=True)

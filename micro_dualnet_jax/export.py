@@ -39,6 +39,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from micro_dualnet_jax.config import RunConfig
+
 MODEL_FILE = 'model.jaxexport'
 PIPELINE_FILE = 'pipeline.jaxexport'
 PARAMS_FILE = 'params.npz'
@@ -132,13 +134,12 @@ def _lower(fn: Callable[..., Any], *specs: Any) -> jax.export.Exported:
       platforms.remove(extra[-1])
 
 
-def preprocessing_settings(config: Any) -> dict[str, Any]:
+def preprocessing_settings(config: RunConfig) -> dict[str, Any]:
   """What a user must do to raw pose data to feed `model.jaxexport` (and what the pipeline
   artifact does itself), from the trained run's config."""
-  from micro_dualnet_jax import settings, steps  # pylint: disable=g-import-not-at-top
   from micro_dualnet_jax.skeleton import get_layout  # pylint: disable=g-import-not-at-top
   layout = get_layout(config.model.layout)
-  aug = steps.augment_config(config)
+  aug = config.augment
   return {
       'layout': layout.name,
       'joint_names': list(layout.joint_names),
@@ -147,7 +148,7 @@ def preprocessing_settings(config: Any) -> dict[str, Any]:
       'parents': list(layout.parents),
       'center_joints': list(layout.center_joints),
       'scale_pair': list(layout.scale_pair),
-      'entity_names': list(steps.model_config(config).entity_names),
+      'entity_names': list(config.model.entity_names),
       'num_frames': aug.num_frames,
       'normalize': aug.normalize,
       'align_yaw': aug.align_yaw,
@@ -168,24 +169,25 @@ def preprocessing_settings(config: Any) -> dict[str, Any]:
                     'first real frame where its (x, z) part is non-zero, has z = 0 and x > 0: '
                     "x' = c x + s z, z' = -s x + c z with (c, s) = (a_x, a_z) / |(a_x, a_z)|."),
       'model_input': ('keypoints (B, T, V, C + 1): the normalised coordinates (stream: joint; '
-                      'bone / motion streams as micro_dualnet_jax.data.augment.to_stream) with '
+                      'bone / motion streams as micro_dualnet_jax.pipeline.augment.to_stream) with '
                       'the joint confidence last (0 for missing joints, whose coordinates are '
                       '0); frame_mask (B, T): 1 for real frames, 0 for padding and for frames '
                       'with nobody detected.'),
       'pipeline_input': ('keypoints (B, L, V, C) in the units of the data (pixels / metres), '
                          'confidence (B, L, V) (0: missing joint; a frame with nobody has 0 '
                          'everywhere), num_frames (B,) the valid length of each row.'),
-      'default_window': settings.default_window(config),
-      'default_stride': max(settings.default_window(config) // 2, 1),
+      'default_window': config.default_predict_window(),
+      'default_stride': max(config.default_predict_window() // 2, 1),
   }
 
 
-def export_workdir(config: Any, workdir: str, output_dir: str | None = None, *,
+def export_workdir(config: RunConfig | None, workdir: str, output_dir: str | None = None, *,
                    use_best: bool = True) -> dict[str, Any]:
   """Exports the trained model of `workdir` into `output_dir` (module docstring).
 
   Args:
-    config: the command-line config (the model comes from `<workdir>/config.json`).
+    config: the command-line config, if one was given (the model comes from
+      `<workdir>/config.json`; a differing model section is noted).
     workdir: the trained run.
     output_dir: default `<workdir>/export`.
     use_best: export the best checkpoint when there is one (else the latest).
@@ -274,7 +276,8 @@ def _write_standalone_loader(path: str) -> None:
     f.write('\n'.join(source))
 
 
-def run_export(config: Any, workdir: str, output_dir: str | None = None) -> dict[str, Any]:
+def run_export(config: RunConfig | None, workdir: str,
+               output_dir: str | None = None) -> dict[str, Any]:
   """`--mode=export`: exports `workdir`'s model and prints where the files went."""
   manifest = export_workdir(config, workdir, output_dir)
   folder = output_dir or os.path.join(workdir, 'export')

@@ -22,18 +22,18 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
 
 from micro_dualnet_jax import metrics as metrics_lib
-from micro_dualnet_jax import sharding, steps
+from micro_dualnet_jax import sharding
 from micro_dualnet_jax.checkpoint import Checkpointer
-from micro_dualnet_jax.data import augment, datasets
+from micro_dualnet_jax.config import AugmentConfig, RunConfig
+from micro_dualnet_jax.pipeline import augment
 from micro_dualnet_jax.data.readers import presence_confidence
-from micro_dualnet_jax.errors import CheckpointReadError
+from micro_dualnet_jax.errors import CheckpointReadError, InputError
 from micro_dualnet_jax.models import MicroDualNet
-from micro_dualnet_jax.rundir import RunDir, RunDirError, config_differences
+from micro_dualnet_jax.rundir import RunDir, RunDirError, config_dict, config_differences
 from micro_dualnet_jax.skeleton import Layout, get_layout
 
 
@@ -43,14 +43,16 @@ class RestoredModel:
 
   graphdef: the model in evaluation mode; params: its parameters; model_state: its other
   variables (empty: an inference model holds no RNG streams); step: the checkpoint restored;
-  config: the run's config.json; which: 'best' or 'latest'.
+  config: the run's config.json; which: 'best' or 'latest'; class_names: the run's classes in
+  label order.
   """
   graphdef: nnx.GraphDef
   params: nnx.State
   model_state: nnx.State
   step: int
-  config: ml_collections.ConfigDict
+  config: RunConfig
   which: str
+  class_names: list[str]
 
   @property
   def state(self) -> dict[str, Any]:
@@ -62,13 +64,13 @@ class RestoredModel:
     return nnx.merge(self.graphdef, self.params, self.model_state)
 
 
-def run_config(run: RunDir, config: ml_collections.ConfigDict | None = None, *,
-               verbose: bool = True) -> ml_collections.ConfigDict:
+def run_config(run: RunDir, config: RunConfig | None = None, *,
+               verbose: bool = True) -> RunConfig:
   """The run's config.json; a command-line `config` whose model or loss differs is noted, and
   the run's values are used."""
   trained = run.config()
   if config is not None and verbose:
-    diffs = config_differences(trained.to_dict(), config)
+    diffs = config_differences(config_dict(trained), config)
     if diffs:
       print(f'note: using the trained model config from {run.file("config.json")}; the --config '
             f'model/loss sections differ and are ignored: {"; ".join(diffs)}', flush=True)
@@ -77,7 +79,7 @@ def run_config(run: RunDir, config: ml_collections.ConfigDict | None = None, *,
 
 def restore_model(workdir: str | RunDir, *, which: str = 'best',
                   mesh: jax.sharding.Mesh | None = None,
-                  config: ml_collections.ConfigDict | None = None) -> RestoredModel:
+                  config: RunConfig | None = None) -> RestoredModel:
   """The parameters of `workdir`'s best (which='best', falling back to the latest when there
   is no best checkpoint) or latest checkpoint, replicated on `mesh` (default: every device).
 
@@ -86,14 +88,14 @@ def restore_model(workdir: str | RunDir, *, which: str = 'best',
   checkpoint; nothing is created on disk.
   """
   if which not in ('best', 'latest'):
-    raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+    raise InputError(f"which must be 'best' or 'latest', got {which!r}")
   run = workdir if isinstance(workdir, RunDir) else RunDir(workdir)
   run.require_single_run('eval/predict/export')
   config = run.config() if config is None else config
   mesh = mesh or sharding.make_mesh()
 
   def build():
-    model = MicroDualNet(steps.model_config(config), rngs=nnx.Rngs(params=0))
+    model = MicroDualNet(config.model, rngs=nnx.Rngs(params=0))
     model.eval()
     return model
 
@@ -101,7 +103,7 @@ def restore_model(workdir: str | RunDir, *, which: str = 'best',
   replicated = sharding.replicated(mesh)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
                           abstract)
-  checkpointer = Checkpointer(run.path, best_metric=config.get('best_metric', 'top1'),
+  checkpointer = Checkpointer(run.path, best_metric=config.run.best_metric,
                               async_save=False, create=False)
   try:
     used = 'best' if which == 'best' and checkpointer.steps(best=True) else 'latest'
@@ -118,21 +120,13 @@ def restore_model(workdir: str | RunDir, *, which: str = 'best',
   if restored is None:
     raise RunDirError(f'no checkpoint in {run.path!r}; train first with --mode=train')
   step, items, _ = restored
-  return RestoredModel(graphdef, items['params'], model_state, step, config, used)
-
-
-def class_names_for(config: ml_collections.ConfigDict) -> list[str]:
-  """The dataset's class names, or 'class_<i>' when the dataset has none of the right count."""
-  try:
-    names = datasets.class_names(config.data.name)
-  except KeyError:
-    names = []
+  names = run.class_names()
   if len(names) != config.model.num_classes:
     names = [f'class_{i}' for i in range(config.model.num_classes)]
-  return names
+  return RestoredModel(graphdef, items['params'], model_state, step, config, used, names)
 
 
-def window_forward(graphdef: nnx.GraphDef, layout: Layout, aug: augment.AugmentConfig
+def window_forward(graphdef: nnx.GraphDef, layout: Layout, aug: AugmentConfig
                    ) -> Callable[[Any, Any, dict[str, jax.Array]], dict[str, jax.Array]]:
   """The deterministic forward pass on raw windows, with frames without a person masked.
 
@@ -200,18 +194,18 @@ class Predictor:
     self.model = model
     self.config, self.step = model.config, model.step
     self.layout = get_layout(self.config.model.layout)
-    self.class_names = class_names_for(self.config)
-    self.entity_names = list(steps.model_config(self.config).entity_names)
+    self.class_names = model.class_names
+    self.entity_names = list(self.config.model.entity_names)
     self.mesh = mesh or sharding.make_mesh()
     devices = self.mesh.devices.size
     self.batch_size = -(-batch_size // devices) * devices
-    self.aug = steps.augment_config(self.config)
+    self.aug = self.config.augment
     forward = window_forward(model.graphdef, self.layout, self.aug)
     self._batch_sharding = sharding.batch_sharding(self.mesh)
     self._step = jax.jit(forward, out_shardings=self._batch_sharding)
 
   @classmethod
-  def from_workdir(cls, workdir: str, config: ml_collections.ConfigDict | None = None, *,
+  def from_workdir(cls, workdir: str, config: RunConfig | None = None, *,
                    batch_size: int = 32, checkpoint: str = 'best') -> Predictor:
     """Restores the trained model of `workdir` (its own config.json; a `config` given is
     compared with it and its model section ignored, see `run_config`)."""
@@ -292,10 +286,10 @@ class Predictor:
     keypoints = np.asarray(keypoints, np.float32)
     v, c = self.layout.num_joints, self.layout.coord_dims
     if keypoints.ndim != 3 or keypoints.shape[1] != v or keypoints.shape[2] not in (c, c + 1):
-      raise ValueError(f'keypoints must be (T, {v}, {c}) or (T, {v}, {c + 1}) for layout '
+      raise InputError(f'keypoints must be (T, {v}, {c}) or (T, {v}, {c + 1}) for layout '
                        f'{self.layout.name!r}, got {keypoints.shape}')
     if len(keypoints) == 0:
-      raise ValueError('the clip has no frames')
+      raise InputError('the clip has no frames')
     if keypoints.shape[2] == c + 1:
       keypoints, confidence = keypoints[..., :c], keypoints[..., c]
     if confidence is None:

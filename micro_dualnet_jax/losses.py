@@ -16,38 +16,12 @@ nothing: a weight-0 sample is neither an anchor nor a negative.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-from micro_dualnet_jax import validation as check
-from micro_dualnet_jax.config_utils import dataclass_kwargs
 
-MAC_KINDS = ('infonce', 'kl', 'none')
-
-
-@dataclasses.dataclass(frozen=True)
-class LossConfig:
-  """label_smoothing: CE smoothing; mac: 'infonce' | 'kl' | 'none'; mac_weight: lambda;
-  mac_temperature: InfoNCE temperature."""
-  label_smoothing: float = 0.1
-  mac: str = 'infonce'
-  mac_weight: float = 0.1
-  mac_temperature: float = 0.1
-
-  def __post_init__(self):
-    with check.section('loss config'):
-      check.number_in('label_smoothing', self.label_smoothing, 0.0, 1.0, high_open=True)
-      check.one_of('mac', self.mac, MAC_KINDS)
-      check.non_negative('mac_weight', self.mac_weight)
-      check.positive('mac_temperature', self.mac_temperature)
-
-  @classmethod
-  def from_dict(cls, values: Mapping[str, Any]) -> 'LossConfig':
-    return cls(**dataclass_kwargs(cls, values, 'loss config keys'))
-
+from micro_dualnet_jax.config.training import LossConfig
 
 def _weighted_mean(values: jax.Array, weights: jax.Array | None) -> jax.Array:
   if weights is None:

@@ -35,8 +35,6 @@ MA52_BODY_NAMES: tuple[str, ...] = MA52_BODY_GROUPS
 # (52, 7) one-hot membership: action probabilities @ this = body-group probabilities.
 _MA52_MEMBERSHIP = np.eye(MA52_NUM_BODY, dtype=np.float64)[MA52_ACTION_TO_BODY]
 
-SUBMISSION_TOPK = 5
-
 
 # ----------------------------------------------------------------------------- input checks
 
@@ -325,6 +323,10 @@ def ma52_metrics(scores: Any, labels: Any, *, mask: Any | None = None,
   acc = MetricAccumulator(MA52_NUM_ACTIONS, topk=topk, ma52=True)
   acc.update(scores, labels, mask)
   return acc.compute()
+
+
+# How an eval split is scored (`DatasetSpec.scorer` names one).
+SCORERS = {'classification': classification_metrics, 'ma52': ma52_metrics}
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int]:

@@ -67,16 +67,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import ml_collections
 import numpy as np
 
 from micro_dualnet_jax import metrics as metrics_lib
 from micro_dualnet_jax import report
+from micro_dualnet_jax.config import PredictOptions, RunConfig
 from micro_dualnet_jax.data.clip import Clip
 from micro_dualnet_jax.data.recordings import load_recordings
+from micro_dualnet_jax.errors import InputError
 from micro_dualnet_jax.inference import (Predictor, restore_model, routing_entries, run_config,
                                          topk_entries)
-from micro_dualnet_jax.settings import PredictOptions, predict_options
 from micro_dualnet_jax.rundir import RunDir
 from micro_dualnet_jax.timeline import (NO_PERSON, frame_timeline, label_name,
                                         segments, time_shares, window_starts)
@@ -275,7 +275,7 @@ def _clip_table(result: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- --mode=predict
 
 
-def run_predict(config: ml_collections.ConfigDict, workdir: str, input_path: str | None,
+def run_predict(config: RunConfig | None, workdir: str, input_path: str | None,
                 output_dir: str | None = None, *, window: int | None = None,
                 stride: int | None = None, batch_size: int | None = None,
                 top_k: int | None = None, smoothing: int | None = None, fps: float | None = None,
@@ -298,16 +298,15 @@ def run_predict(config: ml_collections.ConfigDict, workdir: str, input_path: str
     One summary per recording (see `predict_clip`).
   """
   if not input_path:
-    raise ValueError('--input is required for --mode=predict (an OpenPose JSON folder, a .npy '
+    raise InputError('--input is required for --mode=predict (an OpenPose JSON folder, a .npy '
                      '(T, V, C) array, an iMiGUE *_light_hand.csv or a PYSKL .pkl)')
-  options = predict_options(
-      config, window=window, stride=stride, batch_size=batch_size, top_k=top_k,
-      smoothing=smoothing, fps=fps, input_layout=input_layout,
-      background_class=background_class, render=render)
+  options = (config.predict if config is not None else PredictOptions()).with_overrides(
+      window=window, stride=stride, batch_size=batch_size, top_k=top_k, smoothing=smoothing,
+      fps=fps, input_layout=input_layout, background_class=background_class, render=render)
   run = RunDir(workdir)
   run.require_single_run('predict')
   trained = run_config(run, config if compare_model else None, verbose=verbose)
-  options = options.resolved(trained)
+  options = options.resolved(trained.model.num_frames, trained.data.max_frames)
   # Input errors (layout, format) come before the slower checkpoint restore.
   clips = load_recordings(input_path, trained.model.layout, input_layout=options.input_layout)
   predictor = Predictor(restore_model(run, config=trained), batch_size=options.batch_size)

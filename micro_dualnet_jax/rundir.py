@@ -4,7 +4,7 @@ Training writes a run directory; evaluation, prediction, export and ensembling r
 `RunDir` only, so none of them imports the training loop. A run directory holds:
 
   run.json            {"format": "micro_dualnet_jax.run", "format_version": 2, "kind": "run",
-                       "seed": s, "package_version": ...}
+                       "seed": s, "package_version": ..., "class_names": [...]}
   config.json         the resolved run config (every section, as trained)
   checkpoints/<step>/ the last checkpoints; best/<step>/ the best one (`checkpoint.py`)
   metrics.jsonl       one JSON line per log and evaluation point
@@ -19,7 +19,9 @@ directory of seed s, which every mode accepts as if it had been trained alone.
 
 `format_version` changes when a directory written by an older version can no longer be read;
 such a directory (or one without run.json, written before the format was recorded) is refused
-by name.
+by name. `class_names` (the dataset's, in label order) lets eval, predict and export name the
+classes without opening the dataset; runs written before it was recorded get their dataset's
+registered names (`data/registry.py`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import ml_collections
+from micro_dualnet_jax.config import RunConfig
+from micro_dualnet_jax.errors import RunDirError
 
 FORMAT = 'micro_dualnet_jax.run'
 FORMAT_VERSION = 2
@@ -54,8 +57,6 @@ MODEL_KEYS: dict[str, tuple[str, ...] | None] = {
 }
 
 
-class RunDirError(ValueError):
-  """A work directory that cannot be used as asked (missing, another model, older format)."""
 
 
 def seed_dir_name(seed: int) -> str:
@@ -67,11 +68,12 @@ def jsonable(value: Any) -> Any:
   return json.loads(json.dumps(value, default=str))
 
 
-def config_dict(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
-  return jsonable(config.to_dict() if hasattr(config, 'to_dict') else config)
+def config_dict(config: RunConfig | dict[str, Any]) -> dict[str, Any]:
+  """A run config as config.json holds it."""
+  return jsonable(config.to_dict() if isinstance(config, RunConfig) else config)
 
 
-def config_differences(old: dict[str, Any], new: ml_collections.ConfigDict | dict[str, Any],
+def config_differences(old: dict[str, Any], new: RunConfig | dict[str, Any],
                        keys: dict[str, Sequence[str] | None] | None = None) -> list[str]:
   """'section.key: old in the work directory, new now' for every value that differs, over
   `keys` (section -> keys, None for all; default MODEL_KEYS)."""
@@ -161,20 +163,29 @@ class RunDir:
 
   # ------------------------------------------------------------------- config
 
-  def config(self) -> ml_collections.ConfigDict:
-    """The run's config.json as a ConfigDict."""
+  def config(self) -> RunConfig:
+    """The run's config.json, checked."""
     self.run_info()
     value = _read_json(self.file(CONFIG_FILE))
     if not isinstance(value, dict):
       raise RunDirError(f'{self.file(CONFIG_FILE)} does not hold a config')
-    return ml_collections.ConfigDict(value)
+    try:
+      return RunConfig.from_dict(value)
+    except ValueError as error:
+      raise RunDirError(f'{self.file(CONFIG_FILE)}: {error}') from None
+
+  def class_names(self) -> list[str]:
+    """The class names the run was trained with (run.json), else its dataset's registered
+    ones (a run written before run.json recorded them)."""
+    names = self.run_info().get('class_names')
+    return list(names) if names else list(self.config().data.spec.class_names)
 
   def raw_config(self) -> dict[str, Any] | None:
     """config.json as written (any format), None when there is none."""
     path = self.file(CONFIG_FILE)
     return _read_json(path) if os.path.isfile(path) else None
 
-  def check_same_model(self, config: ml_collections.ConfigDict | dict[str, Any]) -> None:
+  def check_same_model(self, config: RunConfig | dict[str, Any]) -> None:
     """Refuses `config` if the directory holds a run with other model, loss or input settings
     (MODEL_KEYS; a setting that keeps every parameter shape, e.g. velocity_scale or the input
     stream, would otherwise restore and silently compute something else)."""
@@ -186,12 +197,14 @@ class RunDir:
       raise RunDirError(f'work directory {self.path!r} holds a run with a different model: '
                         + '; '.join(diffs) + '. Use a new --workdir or the old config.')
 
-  def write(self, config: ml_collections.ConfigDict, *, kind: str, seeds: Sequence[int],
-            package_version: str) -> None:
-    """Creates the directory (if needed) and writes run.json and config.json."""
+  def write(self, config: RunConfig, *, kind: str, seeds: Sequence[int],
+            package_version: str, class_names: Sequence[str], **facts: Any) -> None:
+    """Creates the directory (if needed) and writes run.json (with `facts`, e.g. the data
+    pipeline the run trained with) and config.json."""
     os.makedirs(self.path, exist_ok=True)
     info: dict[str, Any] = {'format': FORMAT, 'format_version': FORMAT_VERSION, 'kind': kind,
-                            'package_version': package_version}
+                            'package_version': package_version,
+                            'class_names': list(class_names), **facts}
     if kind == 'seeds':
       info['seeds'] = list(seeds)
     else:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from micro_dualnet_jax.errors import ConfigError
 
 DATA_AXIS = 'data'
 # Variables that, when set, mean a launcher asked for a multi-process run.
@@ -83,11 +86,17 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
+def replicate_host_value(value: Any, mesh: Mesh) -> jax.Array:
+  """A host value every process holds alike, as one global array replicated on the mesh."""
+  value = np.asarray(value)
+  return jax.make_array_from_callback(value.shape, replicated(mesh), lambda index: value[index])
+
+
 def check_batch_size(global_batch_size: int, mesh: Mesh, name: str = 'batch_size') -> int:
   """Returns the per-process batch size; refuses a batch the devices cannot split evenly."""
   devices, processes = mesh.devices.size, jax.process_count()
   if global_batch_size % devices:
-    raise ValueError(f'{name} {global_batch_size} is not divisible by the {devices} devices '
+    raise ConfigError(f'{name} {global_batch_size} is not divisible by the {devices} devices '
                      f'of the mesh; use a multiple of {devices}')
   return global_batch_size // processes
 

@@ -25,117 +25,25 @@ them inside jit, so no NNX graph walking happens per step, and augmentation runs
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from micro_dualnet_jax import sharding
-from micro_dualnet_jax import validation as check
-from micro_dualnet_jax.config_utils import dataclass_kwargs
-from micro_dualnet_jax.data import augment
-from micro_dualnet_jax.losses import LossConfig, total_loss
-from micro_dualnet_jax.models import MicroDualNet, ModelConfig
+from micro_dualnet_jax.config import ModelConfig, OptimConfig, RunConfig
+from micro_dualnet_jax.pipeline import augment, device_data
+from micro_dualnet_jax.losses import total_loss
+from micro_dualnet_jax.models import MicroDualNet
 from micro_dualnet_jax.skeleton import get_layout
 
 TrainState = dict[str, Any]
-STATE_KEYS = ('params', 'model_state', 'opt_state', 'step', 'rng', 'nonfinite')
-
-
-# ----------------------------------------------------------------------------- configuration
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimConfig:
-  """AdamW with linear warm-up, cosine decay and global-norm clipping (`make_optimizer`).
-
-  Attributes:
-    learning_rate: the peak rate, reached after `warmup_steps`.
-    final_lr_ratio: the rate at the last step, as a fraction of the peak.
-    warmup_steps: linear warm-up from 0.
-    weight_decay: decoupled decay, on weight matrices only (`weight_decay_mask`).
-    b1, b2: Adam's moment decays.
-    clip_norm: global gradient-norm clip (0: off).
-    grad_accum: micro-batches per step; their gradients are averaged.
-  """
-  learning_rate: float = 1e-3
-  final_lr_ratio: float = 0.01
-  warmup_steps: int = 500
-  weight_decay: float = 0.05
-  b1: float = 0.9
-  b2: float = 0.999
-  clip_norm: float = 1.0
-  grad_accum: int = 1
-
-  def __post_init__(self):
-    with check.section('optim config'):
-      check.positive('learning_rate', self.learning_rate)
-      check.number_in('final_lr_ratio', self.final_lr_ratio, 0.0, 1.0)
-      check.integer('warmup_steps', self.warmup_steps, minimum=0)
-      check.non_negative('weight_decay', self.weight_decay)
-      check.number_in('b1', self.b1, 0.0, 1.0, high_open=True)
-      check.number_in('b2', self.b2, 0.0, 1.0, high_open=True)
-      check.non_negative('clip_norm', self.clip_norm)
-      check.positive_int('grad_accum', self.grad_accum)
-
-  @classmethod
-  def from_dict(cls, values: Mapping[str, Any]) -> OptimConfig:
-    return cls(**dataclass_kwargs(cls, values, 'optim config keys'))
-
-
-@dataclasses.dataclass(frozen=True)
-class TestTimeConfig:
-  """Evaluation views (`make_eval_step`): `num_clips` temporal phases per clip, each also
-  mirrored with `flip`; the logits are averaged. 1 / False: one deterministic pass."""
-  num_clips: int = 1
-  flip: bool = False
-
-  def __post_init__(self):
-    with check.section('test_time config'):
-      check.positive_int('num_clips', self.num_clips)
-      check.boolean('flip', self.flip)
-
-  @classmethod
-  def from_dict(cls, values: Mapping[str, Any]) -> TestTimeConfig:
-    return cls(**dataclass_kwargs(cls, values, 'test_time config keys'))
-
-
-def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
-  """ModelConfig from config.model; the MAC projection exists iff the InfoNCE MAC is on, the
-  per-path heads iff the 'kl' MAC is."""
-  return ModelConfig.from_dict({**config.model.to_dict(),
-                                'mac_projection': config.loss.mac == 'infonce',
-                                'path_heads': config.loss.mac == 'kl'})
-
-
-def augment_config(config: ml_collections.ConfigDict) -> augment.AugmentConfig:
-  cfg = augment.AugmentConfig.from_config(config.augment)
-  if cfg.num_frames > config.model.num_frames:
-    raise ValueError(f'augment.num_frames={cfg.num_frames} exceeds model.num_frames='
-                     f'{config.model.num_frames}')
-  return cfg
-
-
-def test_time_config(config: ml_collections.ConfigDict) -> TestTimeConfig:
-  """`config.test_time`, checked against the training augmentation.
-
-  Mirrored views are refused for a model trained without mirroring (augment.flip_prob = 0): that
-  setting means left and right tell classes apart (e.g. the synthetic set), and a mirrored view
-  would vote for the opposite-side class."""
-  views = TestTimeConfig.from_dict(config.test_time)
-  if views.flip and config.augment.flip_prob == 0:
-    raise ValueError('test_time.flip=True needs a model trained with mirroring '
-                     '(augment.flip_prob > 0): with flip_prob 0 left and right tell classes apart, '
-                     'and a mirrored view would vote for the other side\'s class')
-  return views
 
 
 # ----------------------------------------------------------------------------- optimizer
@@ -150,7 +58,8 @@ def weight_decay_mask(params: nnx.State) -> Any:
 
 def make_optimizer(optim: OptimConfig | Mapping[str, Any], total_steps: int
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """AdamW with linear warm-up + cosine decay and global-norm clipping -> (tx, schedule)."""
+  """AdamW with linear warm-up + cosine decay and global-norm clipping -> (tx, schedule).
+  optim: an OptimConfig, or a mapping of its fields."""
   o = optim if isinstance(optim, OptimConfig) else OptimConfig.from_dict(optim)
   warmup = min(int(o.warmup_steps), max(total_steps - 1, 0))
   schedule = optax.warmup_cosine_decay_schedule(
@@ -178,10 +87,10 @@ def build_model(config: ModelConfig, seed: int) -> MicroDualNet:
   return MicroDualNet(config, rngs=nnx.Rngs(params=keys['params'], dropout=keys['dropout']))
 
 
-def init_train_state(config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
+def init_train_state(model_config: ModelConfig, tx: optax.GradientTransformation,
                      seed: int) -> tuple[nnx.GraphDef, TrainState]:
   """(graphdef, state) of one replica, seed `seed` (unplaced: on the default device)."""
-  model = build_model(model_config(config), seed)
+  model = build_model(model_config, seed)
   graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
   state = {
       'params': params, 'model_state': model_state, 'opt_state': tx.init(params),
@@ -202,7 +111,7 @@ def unstack_state(state: TrainState, index: int) -> TrainState:
   return jax.tree.map(lambda x: x[index], state)
 
 
-def create_train_states(config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
+def create_train_states(model_config: ModelConfig, tx: optax.GradientTransformation,
                         mesh: jax.sharding.Mesh, seeds: Sequence[int]
                         ) -> tuple[nnx.GraphDef, TrainState]:
   """(graphdef, stacked state of `seeds`), replicated on the mesh.
@@ -210,8 +119,8 @@ def create_train_states(config: ml_collections.ConfigDict, tx: optax.GradientTra
   The state is built inside a jit whose output is replicated, so every process of a
   multi-process run holds the same global arrays without a host-to-global copy.
   """
-  graphdef = nnx.split(nnx.eval_shape(lambda: build_model(model_config(config), seeds[0])))[0]
-  init = jax.jit(lambda: stack_states([init_train_state(config, tx, s)[1] for s in seeds]),
+  graphdef = nnx.split(nnx.eval_shape(lambda: build_model(model_config, seeds[0])))[0]
+  init = jax.jit(lambda: stack_states([init_train_state(model_config, tx, s)[1] for s in seeds]),
                  out_shardings=sharding.replicated(mesh))
   return graphdef, init()
 
@@ -233,12 +142,11 @@ def _replica_fn(replicated: NamedSharding):
   return jax.jit(unstack_state, static_argnums=1, out_shardings=replicated)
 
 
-def create_train_state(config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
-                       mesh: jax.sharding.Mesh, seed: int | None = None
+def create_train_state(model_config: ModelConfig, tx: optax.GradientTransformation,
+                       mesh: jax.sharding.Mesh, seed: int = 0
                        ) -> tuple[nnx.GraphDef, TrainState]:
-  """(graphdef, state) of one replica (default seed: config.seed), replicated on the mesh."""
-  seed = config.seed if seed is None else seed
-  graphdef, state = create_train_states(config, tx, mesh, [seed])
+  """(graphdef, state) of one replica, seed `seed`, replicated on the mesh."""
+  graphdef, state = create_train_states(model_config, tx, mesh, [seed])
   return graphdef, replica(state, 0, mesh)
 
 
@@ -250,8 +158,7 @@ def seeds_batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS))
 
 
-def train_step_fn(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                  config: ml_collections.ConfigDict
+def train_step_fn(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, config: RunConfig
                   ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict]]:
   """One optimizer step of one replica, pure and unjitted: augment, forward/backward (with
   gradient accumulation over `optim.grad_accum` micro-batches), skip a non-finite update, AdamW.
@@ -261,9 +168,7 @@ def train_step_fn(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
   grad_norm).
   """
   layout = get_layout(config.model.layout)
-  aug = augment_config(config)
-  loss_cfg = LossConfig.from_dict(config.loss)
-  accum = OptimConfig.from_dict(config.optim).grad_accum
+  aug, loss_cfg, accum = config.augment, config.loss, config.optim.grad_accum
 
   def loss_fn(params, model_state, batch, key):
     inputs = augment.train_inputs(batch, key, layout, aug)
@@ -318,7 +223,7 @@ def train_step_fn(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
+                    config: RunConfig, mesh: jax.sharding.Mesh, *,
                     seeds_axis: bool = False
                     ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict]]:
   """`train_step_fn` under `jax.jit`, the state replicated and donated, the batch split over the
@@ -334,7 +239,71 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                  out_shardings=(state_sharding, state_sharding), donate_argnums=(0,))
 
 
-def eval_step_fn(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict
+def make_train_loop(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, config: RunConfig,
+                    mesh: jax.sharding.Mesh, *, max_steps: int, data_on_device: bool
+                    ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+  """Many optimizer steps of every replica in one jitted call: `train_step_fn`, vmapped over the
+  seed axis, in a `lax.fori_loop` whose trip count is an argument, so one compiled program runs
+  any number of steps up to `max_steps` (K), and 1 step or K steps give the same state as
+  K calls of one step, bit for bit.
+
+  fn(state, source, seeds, num_steps) -> (state, metrics)
+    state: the stacked train state (leading seed axis S), donated.
+    source: data_on_device=True: the training split placed on the devices
+      (`device_data.PackedSplit`); each step draws its batch on the device from (seed, step).
+      data_on_device=False: K host batches stacked, (K, S, B, ...) with B split over the mesh;
+      step i reads row i.
+    seeds: (S,) int32, the replicas' seeds (their data-order streams).
+    num_steps: () int32, the steps to run, 1 <= num_steps <= K.
+    metrics: each step's metrics (`train_step_fn`), (K, S) per key; row i is step i of the call
+      (rows from num_steps on are zeros).
+  """
+  step = jax.vmap(train_step_fn(graphdef, tx, config))
+  batch_size = config.run.batch_size
+  batch_sharding = seeds_batch_sharding(mesh)
+
+  def batch_of(source, seeds, state, i):
+    if data_on_device:
+      batch = jax.vmap(lambda seed, at: device_data.sample_batch(source, seed, at, batch_size))(
+          seeds, state['step'])
+      return jax.lax.with_sharding_constraint(batch, batch_sharding)
+    return jax.tree.map(lambda x: x[i], source)
+
+  def many(state, source, seeds, num_steps):
+    shapes = jax.eval_shape(step, state, batch_of(source, seeds, state, 0))[1]
+    buffer = jax.tree.map(lambda s: jnp.zeros((max_steps, *s.shape), s.dtype), shapes)
+
+    def body(i, carry):
+      state, buffer = carry
+      state, metrics = step(state, batch_of(source, seeds, state, i))
+      return state, jax.tree.map(lambda b, m: b.at[i].set(m), buffer, metrics)
+
+    return jax.lax.fori_loop(0, num_steps, body, (state, buffer))
+
+  replicated = sharding.replicated(mesh)
+  source_sharding = replicated if data_on_device else NamedSharding(
+      mesh, PartitionSpec(None, None, sharding.DATA_AXIS))
+  return jax.jit(many, in_shardings=(replicated, source_sharding, replicated, replicated),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def stack_host_batches(batches: Sequence[Sequence[dict[str, np.ndarray]]],
+                       mesh: jax.sharding.Mesh, global_batch_size: int, max_steps: int
+                       ) -> dict[str, jax.Array]:
+  """batches[i][s]: this process's batch of step i, replica s -> one global (K, S, B, ...) array
+  per key for `make_train_loop(data_on_device=False)`; steps past len(batches) are zeros."""
+  rows = [{k: np.stack([b[k] for b in per_seed]) for k in per_seed[0]} for per_seed in batches]
+  stacked = {k: np.zeros((max_steps, *rows[0][k].shape), rows[0][k].dtype) for k in rows[0]}
+  for i, row in enumerate(rows):
+    for k, v in row.items():
+      stacked[k][i] = v
+  target = NamedSharding(mesh, PartitionSpec(None, None, sharding.DATA_AXIS))
+  return {k: jax.make_array_from_process_local_data(
+      target, v, (max_steps, v.shape[1], global_batch_size, *v.shape[3:]))
+          for k, v in stacked.items()}
+
+
+def eval_step_fn(graphdef: nnx.GraphDef, config: RunConfig
                  ) -> Callable[[Any, Any, dict[str, jax.Array]], dict[str, jax.Array]]:
   """The deterministic forward pass of one replica, pure and unjitted:
   fn(params, model_state, batch) -> logits (B, N), routing_weights (B, K, 2).
@@ -347,8 +316,7 @@ def eval_step_fn(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict
   part they describe.
   """
   layout = get_layout(config.model.layout)
-  aug = augment_config(config)
-  views = test_time_config(config)
+  aug, views = config.augment, config.test_time
 
   def forward(params, model_state, batch):
     model = nnx.merge(graphdef, params, model_state)
@@ -366,7 +334,7 @@ def eval_step_fn(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict
   return forward
 
 
-def make_eval_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
+def make_eval_step(graphdef: nnx.GraphDef, config: RunConfig,
                    mesh: jax.sharding.Mesh, *, seeds_axis: bool = False
                    ) -> Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]:
   """`eval_step_fn` under jit as fn(state, batch), state a train state or any dict with

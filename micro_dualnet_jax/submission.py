@@ -118,9 +118,15 @@ def write_predictions_csv(path: str | os.PathLike, clip_ids: Sequence[str], prob
   _write_rows(path, header, rows)
 
 
-def write_run_outputs(dataset: str, folder: str | os.PathLike, clip_ids: Sequence[str],
-                      probs: np.ndarray, labels: np.ndarray | None) -> list[str]:
-  """predictions.csv, and for iMiGUE and MA-52 the submission CSV and its zip, in `folder`.
+# The challenge files a dataset's predictions make (`DatasetSpec.submission` names one).
+WRITERS = {'imigue': write_imigue_submission, 'ma52': write_ma52_submission}
+
+
+def write_run_outputs(submission: str | None, folder: str | os.PathLike,
+                      clip_ids: Sequence[str], probs: np.ndarray,
+                      labels: np.ndarray | None) -> list[str]:
+  """predictions.csv, and the challenge file `submission` (a key of WRITERS and SUBMISSIONS,
+  None for none) with its zip, in `folder`.
 
   labels: None for an unlabelled split (the file's label column stays empty).
   Returns the paths written.
@@ -128,10 +134,9 @@ def write_run_outputs(dataset: str, folder: str | os.PathLike, clip_ids: Sequenc
   folder = os.fspath(folder)
   written = [os.path.join(folder, PREDICTIONS_FILE)]
   write_predictions_csv(written[0], clip_ids, probs, labels=labels)
-  if dataset in SUBMISSIONS:
-    csv_name, zip_name = SUBMISSIONS[dataset]
+  if submission is not None:
+    csv_name, zip_name = SUBMISSIONS[submission]
     csv_path = os.path.join(folder, csv_name)
-    writer = write_imigue_submission if dataset == 'imigue' else write_ma52_submission
-    writer(csv_path, clip_ids, probs)
+    WRITERS[submission](csv_path, clip_ids, probs)
     written += [csv_path, zip_for_server(csv_path, os.path.join(folder, zip_name))]
   return written

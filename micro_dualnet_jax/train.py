@@ -18,7 +18,6 @@ and the work directory gets the summary over them.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
@@ -28,42 +27,26 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 from absl import logging
 
 from micro_dualnet_jax import __version__, evaluate, rundir, sharding, steps
-from micro_dualnet_jax.checkpoint import (Checkpointer, CheckpointWriteError, abstract_like,
-                                          items_state, state_items, tree_checksum)
-from micro_dualnet_jax.data import datasets
-from micro_dualnet_jax.data.loader import Loader
-from micro_dualnet_jax.errors import TrainingError
-from micro_dualnet_jax.losses import LossConfig
-from micro_dualnet_jax.rundir import METRICS_FILE, RunDir, RunDirError, seed_dir_name
-from micro_dualnet_jax.settings import RunSettings
+from micro_dualnet_jax.checkpoint import (Checkpointer, abstract_like, items_state, state_items,
+                                          tree_checksum)
+from micro_dualnet_jax.config import RunConfig, RunSettings
+from micro_dualnet_jax.pipeline import datasets, device_data
+from micro_dualnet_jax.pipeline.loader import Loader
+from micro_dualnet_jax.errors import CheckpointWriteError, ConfigError, RunDirError, TrainingError
+from micro_dualnet_jax.rundir import METRICS_FILE, RunDir, seed_dir_name
 
 Hook = Callable[[str, int], None]
 HOOK_EVENTS = ('step', 'checkpoint', 'final_eval')
+# steps_per_call = 0: calls of about this long, of at most this many steps (device / host data).
+AUTO_CALL_SECONDS = 1.0
+AUTO_MAX_STEPS = {'device': 1000, 'host': 8}
 
 
 # ----------------------------------------------------------------------------- checks
-
-
-def check_config(config: ml_collections.ConfigDict) -> RunSettings:
-  """Builds every config dataclass from `config` (each checks its values) -> the run settings.
-
-  Raises ValueError naming the section, the field and the value.
-  """
-  settings = RunSettings.from_config(config)
-  steps.model_config(config)
-  steps.augment_config(config)
-  LossConfig.from_dict(config.loss)
-  steps.OptimConfig.from_dict(config.optim)
-  steps.test_time_config(config)
-  if config.best_metric in ('f1_mean', 'body_top1') and config.data.name != 'ma52':
-    raise ValueError(f"invalid run config: best_metric {config.best_metric!r} exists for MA-52 "
-                     f"only (data.name is {config.data.name!r})")
-  return settings
 
 
 def _check_writable(path: str) -> None:
@@ -88,29 +71,29 @@ def _check_writable(path: str) -> None:
     raise TrainingError(f'work directory {path!r} is not writable: {error}') from None
 
 
-def _check_workdir(run: RunDir, settings: RunSettings,
-                   config: ml_collections.ConfigDict) -> None:
+def _check_workdir(run: RunDir, config: RunConfig) -> None:
   """A work directory that holds a run: the same format, kind, seeds and model."""
   if not run.exists():
     if os.path.isdir(run.path) and os.listdir(run.path):
       # Write probes of other processes (or of a killed one) and empty orbax folders are fine.
       leftovers = sorted(p for p in os.listdir(run.path) if not p.startswith('.write_test.'))
-      if set(leftovers) - {'checkpoints', 'best'}:
+      if set(leftovers) - {rundir.CHECKPOINTS_DIR, rundir.BEST_DIR}:
         raise RunDirError(f'work directory {run.path!r} is not empty and holds no run '
                           f'({leftovers[:5]}); use an empty or new --workdir')
     return
   info = run.run_info()
-  kind = 'seeds' if settings.num_seeds > 1 else 'run'
-  if info['kind'] != kind or run.seeds() != settings.seeds:
+  kind = 'seeds' if config.run.num_seeds > 1 else 'run'
+  if info['kind'] != kind or run.seeds() != config.seeds:
     raise RunDirError(f'work directory {run.path!r} holds a run of seeds {run.seeds()}; this '
-                      f'config trains seeds {settings.seeds} (seed, num_seeds): use a new '
+                      f'config trains seeds {config.seeds} (seed, num_seeds): use a new '
                       '--workdir or the same seeds')
   for seed_run in run.seed_runs():
     seed_run.check_same_model(config)
   old = run.raw_config() or {}
-  if old.get('best_metric', config.best_metric) != config.best_metric:
+  best_metric = config.run.best_metric
+  if old.get('best_metric', best_metric) != best_metric:
     raise RunDirError(f'work directory {run.path!r} keeps its best checkpoint by best_metric '
-                      f'{old.get("best_metric")!r}, this config by {config.best_metric!r}: use '
+                      f'{old.get("best_metric")!r}, this config by {best_metric!r}: use '
                       'the same best_metric or a new --workdir')
 
 
@@ -239,13 +222,9 @@ class _Stop:
       signal.signal(sig, handler)
 
 
-def _seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+def _seed_config(config: RunConfig, seed: int) -> RunConfig:
   """The config of one seed's run directory: a run of that seed alone."""
-  seed_config = copy.deepcopy(config)
-  with seed_config.unlocked():
-    seed_config.seed = seed
-    seed_config.num_seeds = 1
-  return seed_config
+  return config.replace(seed=seed, num_seeds=1)
 
 
 # What fixes a run's number of steps: when none of these differ from the run's config.json, a
@@ -254,8 +233,7 @@ _BUDGET_KEYS = ('num_train_steps', 'num_epochs', 'batch_size', 'data.name', 'dat
                 'data.options')
 
 
-def _finished_as_configured(run: RunDir, config: ml_collections.ConfigDict
-                            ) -> dict[str, Any] | None:
+def _finished_as_configured(run: RunDir, config: RunConfig) -> dict[str, Any] | None:
   """The summary of a finished run whose step budget `config` leaves as it was, else None."""
   old = run.raw_config() if run.exists() else None
   summary = run.summary() if old is not None else None
@@ -291,237 +269,373 @@ def _finished(run: RunDir, total_steps: int) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------- the run
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       hooks: Sequence[Hook] = ()) -> dict[str, Any]:
-  """Trains `config` in `workdir` (resuming from its checkpoints) and evaluates; returns the
-  summary written to summary.json (a dict with 'interrupted_at_step' when stopped early).
+class Trainer:
+  """One run of `config` in `workdir`: its phases are methods, what they share is attributes.
 
-  hooks: callables `hook(event, step)` run on the host, in order, at fixed points of the loop:
-    'step' after training step `step` was dispatched and logged, before its checkpoint and the
-    signal check; 'checkpoint' after the checkpoints of `step` were written (started, with
-    async_checkpoints); 'final_eval' before the final evaluation. For progress reporting,
-    profiling windows, or tests that stop a run at an exact point.
+  `train_and_evaluate` runs the phases in order:
+    check()   every check; nothing is written. Returns the summary of a run found finished.
+    start()   the run directories, the train state (restored from the newest checkpoint every
+              seed has), the jitted steps.
+    train()   the loop to the step budget; False when it stopped early (a signal, or
+              max_steps_per_run), after saving a checkpoint.
+    finish()  the final evaluation, the outputs and the summary.
   """
-  # 1. Checks: nothing is written until all of them pass.
-  settings = check_config(config)
-  sharding.maybe_initialize_distributed()
-  is_main = jax.process_index() == 0
-  mesh = sharding.make_mesh()
-  sharding.check_batch_size(settings.batch_size, mesh)
-  sharding.check_batch_size(settings.eval_batch_size, mesh, 'eval_batch_size')
-  run = RunDir(workdir)
-  _check_writable(workdir)
-  _check_workdir(run, settings, config)
-  done = _finished_as_configured(run, config)
-  if done is not None:   # a requeued finished run: nothing read, nothing written
-    return _report_finished(run, done)
-  splits = datasets.load_splits(config)
-  seeds = settings.seeds
-  loaders = [datasets.make_loader(config, splits.train, settings.batch_size, 'train', seed=s)
-             for s in seeds]
-  eval_loader = datasets.make_loader(config, splits.eval, settings.eval_batch_size, 'eval')
-  steps_per_epoch = loaders[0].steps_per_epoch
-  total_steps = settings.num_train_steps or int(settings.num_epochs * steps_per_epoch)
-  if total_steps < 1:
-    raise ValueError(f'invalid run config: num_epochs {settings.num_epochs} of '
-                     f'{steps_per_epoch} steps each is less than one step')
-  done = _finished(run, total_steps)
-  if done is not None:
-    return _report_finished(run, done)
-  multi = settings.num_seeds > 1
-  seed_runs = [RunDir(os.path.join(workdir, seed_dir_name(s))) if multi else run for s in seeds]
-  newest = max((max(r.checkpoint_steps(), default=0) for r in seed_runs), default=0)
-  if newest > total_steps:
-    raise RunDirError(f'work directory {workdir!r} holds checkpoints up to step {newest}, beyond '
-                      f'this config\'s {total_steps} steps: raise num_train_steps / num_epochs, '
-                      'or use a new --workdir')
-  # Every process has passed every check before any of them writes.
-  sharding.barrier('run checks passed')
 
-  # 2. The run directories.
-  if is_main:
-    run.write(config, kind='seeds' if multi else 'run', seeds=seeds, package_version=__version__)
-    if multi:
-      for s, seed_run in zip(seeds, seed_runs):
-        seed_run.write(_seed_config(config, s), kind='run', seeds=[s],
-                       package_version=__version__)
-  sharding.barrier('run directories written')
+  def __init__(self, config: RunConfig, workdir: str, *, hooks: Sequence[Hook] = ()):
+    self.config, self.settings, self.hooks = config, config.run, tuple(hooks)
+    self.run = RunDir(workdir)
+    self.seeds = config.seeds
+    self.multi = len(self.seeds) > 1
+    self.is_main = True
+    self.step = 0
+    self.saved_step = 0
+    self._model_dict = rundir.config_dict(config)['model']   # what every checkpoint's meta holds
 
-  tx, schedule = steps.make_optimizer(steps.OptimConfig.from_dict(config.optim), total_steps)
-  graphdef, state = steps.create_train_states(config, tx, mesh, seeds)
-  train_step = steps.make_train_step(graphdef, tx, config, mesh, seeds_axis=True)
-  eval_step = steps.make_eval_step(graphdef, config, mesh, seeds_axis=True)
-  per_seed = [_Seed(s, seed_run, Checkpointer(
-      seed_run.path, keep=settings.keep_checkpoints, best_metric=settings.best_metric,
-      async_save=settings.async_checkpoints, cleanup=True), loader)
-              for s, seed_run, loader in zip(seeds, seed_runs, loaders)]
-  abstract = abstract_like(state_items(steps.replica(state, 0, mesh)))
-  restored = _restore(per_seed, abstract)
-  start_step, elapsed = 0, 0.0
-  if restored is not None:
-    start_step, states, metas = restored
-    state = steps.replicate_stacked(states, mesh)
-    for s, meta in zip(per_seed, metas):
-      s.best.update(meta.get('best', {}))
-    elapsed = float(metas[0].get('elapsed_s', 0.0))
-    logging.info('resumed from step %d', start_step)
-    print(f'Resuming from checkpoint at step {start_step}', flush=True)
-  # Steps after the start are trained again: checkpoints of them (a seed saved ahead of the
-  # others, a best checkpoint of a later evaluation) must not shadow the new ones.
-  for s in per_seed:
-    if is_main:
-      s.ckpt.delete_after(start_step)
-    best_meta = s.ckpt.read_meta(best=True)
-    if best_meta is not None:   # the best/ checkpoint knows the best so far
-      s.best.clear()
-      s.best.update(best_meta.get('best', {}))
-  sharding.barrier('stale checkpoints removed')
-  history_start = time.time() - elapsed
-  for s in per_seed:
-    s.log = _MetricsLog(s.run.path, is_main, resume_step=start_step)
+  # ------------------------------------------------------------------- 1. checks
 
-  n_params = sum(x.size for x in jax.tree.leaves(state['params'])) // len(seeds)
-  seeds_note = f' x {len(seeds)} seeds ({seeds[0]}..{seeds[-1]})' if multi else ''
-  print(f'Micro-DualNet: {n_params:,} parameters{seeds_note}; {len(splits.train)} train / '
-        f'{len(eval_loader)} eval clips; {total_steps} steps of batch {settings.batch_size} on '
-        f'{jax.device_count()} device(s), {jax.process_count()} process(es)', flush=True)
+  def check(self) -> dict[str, Any] | None:
+    """Every check before anything is written; the summary of a run that is done, else None."""
+    settings, workdir = self.settings, self.run.path
+    sharding.maybe_initialize_distributed()
+    self.is_main = jax.process_index() == 0
+    self.mesh = sharding.make_mesh()
+    sharding.check_batch_size(settings.batch_size, self.mesh)
+    sharding.check_batch_size(settings.eval_batch_size, self.mesh, 'eval_batch_size')
+    _check_writable(workdir)
+    _check_workdir(self.run, self.config)
+    done = _finished_as_configured(self.run, self.config)
+    if done is not None:   # a requeued finished run: nothing read, nothing written
+      return done
+    self.splits = datasets.load_splits(self.config)
+    self.loaders = [datasets.make_loader(self.config, self.splits.train, settings.batch_size,
+                                         'train', seed=s) for s in self.seeds]
+    self.eval_loader = datasets.make_loader(self.config, self.splits.eval,
+                                            settings.eval_batch_size, 'eval')
+    self.pipeline, self.packed = self._choose_pipeline()
+    self.steps_per_epoch = self.loaders[0].steps_per_epoch
+    self.total_steps = (settings.num_train_steps
+                        or int(settings.num_epochs * self.steps_per_epoch))
+    if self.total_steps < 1:
+      raise ConfigError(f'invalid run config: num_epochs {settings.num_epochs} of '
+                        f'{self.steps_per_epoch} steps each is less than one step')
+    done = _finished(self.run, self.total_steps)
+    if done is not None:
+      return done
+    self.seed_runs = [RunDir(os.path.join(workdir, seed_dir_name(s))) if self.multi else self.run
+                      for s in self.seeds]
+    newest = max((max(r.checkpoint_steps(), default=0) for r in self.seed_runs), default=0)
+    if newest > self.total_steps:
+      raise RunDirError(f'work directory {workdir!r} holds checkpoints up to step {newest}, '
+                        f'beyond this config\'s {self.total_steps} steps: raise num_train_steps '
+                        '/ num_epochs, or use a new --workdir')
+    # Every process has passed every check before any of them writes.
+    sharding.barrier('run checks passed')
+    return None
 
-  def meta_for(step, seed):
-    epoch, offset = divmod(step, steps_per_epoch)
-    # Copies: an asynchronous save serialises the meta later, after `best` may have changed.
-    return {'step': step, 'epoch': epoch, 'batch_in_epoch': offset, 'best': dict(seed.best),
-            'model': config.model.to_dict(), 'seed': seed.seed,
-            'elapsed_s': round(time.time() - history_start, 1)}
+  def _choose_pipeline(self) -> tuple[str, device_data.PackedSplit | None]:
+    """'device' (with the packed training split, every record read and checked) or 'host'."""
+    data = self.config.data
+    if data.pipeline == 'host':
+      return 'host', None
+    packed = device_data.pack_split(self.loaders[0])
+    budget = device_data.budget_bytes(data.device_memory_budget_mb)
+    if packed.nbytes <= budget:
+      return 'device', packed
+    if data.pipeline == 'device':
+      raise ConfigError(f'data.pipeline=device: the packed {data.name}/{data.train_split} split '
+                        f'takes {packed.nbytes / 2**20:.0f} MB, over the device memory budget of '
+                        f'{budget / 2**20:.0f} MB (data.device_memory_budget_mb); raise the '
+                        'budget or use data.pipeline=host (or auto)')
+    return 'host', None
 
-  saved = {'step': start_step}
+  # ------------------------------------------------------------------- 2. start
 
-  def call_hooks(event, step):
-    for hook in hooks:
+  def start(self) -> None:
+    """Writes the run directories, builds the state and the steps, restores the newest
+    checkpoint every seed has."""
+    config, settings = self.config, self.settings
+    class_names = self.splits.class_names
+    if self.is_main:
+      self.run.write(config, kind='seeds' if self.multi else 'run', seeds=self.seeds,
+                     package_version=__version__, class_names=class_names,
+                     data_pipeline=self.pipeline)
+      if self.multi:
+        for s, seed_run in zip(self.seeds, self.seed_runs):
+          seed_run.write(_seed_config(config, s), kind='run', seeds=[s],
+                         package_version=__version__, class_names=class_names,
+                         data_pipeline=self.pipeline)
+    sharding.barrier('run directories written')
+
+    self.tx, self.schedule = steps.make_optimizer(config.optim, self.total_steps)
+    graphdef, self.state = steps.create_train_states(config.model, self.tx, self.mesh,
+                                                     self.seeds)
+    self.max_steps_per_call = settings.steps_per_call or AUTO_MAX_STEPS[self.pipeline]
+    self.train_loop = steps.make_train_loop(graphdef, self.tx, config, self.mesh,
+                                            max_steps=self.max_steps_per_call,
+                                            data_on_device=self.pipeline == 'device')
+    self.seed_array = sharding.replicate_host_value(np.asarray(self.seeds, np.int32), self.mesh)
+    if self.pipeline == 'device':
+      self.source = device_data.place(self.packed, self.mesh)
+    self.packed = None   # the host copy is not needed any more
+    self.eval_step = steps.make_eval_step(graphdef, config, self.mesh, seeds_axis=True)
+    self.per_seed = [_Seed(s, seed_run, Checkpointer(
+        seed_run.path, keep=settings.keep_checkpoints, best_metric=settings.best_metric,
+        async_save=settings.async_checkpoints, cleanup=True), loader)
+                     for s, seed_run, loader in zip(self.seeds, self.seed_runs, self.loaders)]
+    abstract = abstract_like(state_items(steps.replica(self.state, 0, self.mesh)))
+    restored = _restore(self.per_seed, abstract)
+    start_step, elapsed = 0, 0.0
+    if restored is not None:
+      start_step, states, metas = restored
+      self.state = steps.replicate_stacked(states, self.mesh)
+      for s, meta in zip(self.per_seed, metas):
+        s.best.update(meta.get('best', {}))
+      elapsed = float(metas[0].get('elapsed_s', 0.0))
+      logging.info('resumed from step %d', start_step)
+      print(f'Resuming from checkpoint at step {start_step}', flush=True)
+    # Steps after the start are trained again: checkpoints of them (a seed saved ahead of the
+    # others, a best checkpoint of a later evaluation) must not shadow the new ones.
+    for s in self.per_seed:
+      if self.is_main:
+        s.ckpt.delete_after(start_step)
+      best_meta = s.ckpt.read_meta(best=True)
+      if best_meta is not None:   # the best/ checkpoint knows the best so far
+        s.best.clear()
+        s.best.update(best_meta.get('best', {}))
+    sharding.barrier('stale checkpoints removed')
+    self.start_step = self.step = self.saved_step = start_step
+    self.history_start = time.time() - elapsed
+    for s in self.per_seed:
+      s.log = _MetricsLog(s.run.path, self.is_main, resume_step=start_step)
+
+    self.num_params = sum(x.size for x in jax.tree.leaves(self.state['params'])) // len(self.seeds)
+    seeds_note = (f' x {len(self.seeds)} seeds ({self.seeds[0]}..{self.seeds[-1]})'
+                  if self.multi else '')
+    calls = (f'{settings.steps_per_call} steps per call' if settings.steps_per_call else
+             f'up to {self.max_steps_per_call} steps per call (about {AUTO_CALL_SECONDS:.0f} s)')
+    where = ('training data on the devices' if self.pipeline == 'device' else
+             'training data from the host loader')
+    print(f'Micro-DualNet: {self.num_params:,} parameters{seeds_note}; '
+          f'{len(self.splits.train)} train / {len(self.eval_loader)} eval clips; '
+          f'{self.total_steps} steps of batch {settings.batch_size} on {jax.device_count()} '
+          f'device(s), {jax.process_count()} process(es); {where}; {calls}', flush=True)
+
+  # ------------------------------------------------------------------- what the loop does
+
+  def _hooks(self, event: str, step: int) -> None:
+    for hook in self.hooks:
       hook(event, step)
 
-  def check_finite(step):
-    nonfinite = np.asarray(jax.device_get(state['nonfinite']))
+  def _meta(self, step: int, seed: _Seed) -> dict[str, Any]:
+    epoch, offset = divmod(step, self.steps_per_epoch)
+    # Copies: an asynchronous save serialises the meta later, after `best` may have changed.
+    return {'step': step, 'epoch': epoch, 'batch_in_epoch': offset, 'best': dict(seed.best),
+            'model': self._model_dict, 'seed': seed.seed,
+            'elapsed_s': round(time.time() - self.history_start, 1)}
+
+  def _check_finite(self, step: int) -> None:
+    nonfinite = np.asarray(jax.device_get(self.state['nonfinite']))
     if nonfinite.any():
-      bad = ', '.join(f'seed {s.seed}: {int(n)}' for s, n in zip(per_seed, nonfinite) if n)
+      bad = ', '.join(f'seed {s.seed}: {int(n)}' for s, n in zip(self.per_seed, nonfinite) if n)
       raise TrainingError(
           f'training steps up to step {step} had a NaN or inf loss or gradient ({bad}); '
           'those updates were skipped and no checkpoint was written after them. Lower '
           'optim.learning_rate, check the data for NaN keypoints, or set optim.clip_norm.')
 
-  def save(step, force=False):
-    if saved['step'] == step:
+  def save(self, step: int, force: bool = False) -> None:
+    """Checkpoints of every seed at `step` (once per step)."""
+    if self.saved_step == step:
       return
-    check_finite(step)
-    for i, s in enumerate(per_seed):
-      _checkpoint_io(s.ckpt.save, step, steps.replica(state, i, mesh), meta_for(step, s),
-                     force=force)
-    saved['step'] = step
+    self._check_finite(step)
+    for i, s in enumerate(self.per_seed):
+      _checkpoint_io(s.ckpt.save, step, steps.replica(self.state, i, self.mesh),
+                     self._meta(step, s), force=force)
+    self.saved_step = step
     print(f'Checkpoint at step {step} ' + ('written in the background'
-                                           if settings.async_checkpoints else 'saved'),
+                                           if self.settings.async_checkpoints else 'saved'),
           flush=True)
-    call_hooks('checkpoint', step)
+    self._hooks('checkpoint', step)
 
-  def run_eval(step):
-    results = evaluate.evaluate(eval_step, state, eval_loader, mesh, config.model.num_classes,
-                                ma52=config.data.name == 'ma52', num_seeds=len(seeds))
-    finite = not np.asarray(jax.device_get(state['nonfinite'])).any()
-    for i, (s, result) in enumerate(zip(per_seed, results)):
+  def evaluate(self, step: int) -> list[evaluate.EvalResult]:
+    """Scores every seed on the eval split, logs it, keeps the best checkpoint."""
+    results = evaluate.evaluate(self.eval_step, self.state, self.eval_loader, self.mesh,
+                                self.config.model.num_classes,
+                                scorer=self.config.data.spec.scorer, num_seeds=len(self.seeds))
+    finite = not np.asarray(jax.device_get(self.state['nonfinite'])).any()
+    best_metric = self.settings.best_metric
+    for i, (s, result) in enumerate(zip(self.per_seed, results)):
       scalars = result.scalars()
       s.log.write({'step': step, **{f'eval_{k}': v for k, v in scalars.items()}})
       # Strictly better only: of tied evaluations the first stays best, here and in best/.
-      if result.labelled and (not s.best or scalars[settings.best_metric]
-                              > s.best.get(settings.best_metric, -1)):
+      if result.labelled and (not s.best or scalars[best_metric]
+                              > s.best.get(best_metric, -1)):
         s.best.clear()
         s.best.update({**scalars, 'step': step})
         if finite:
-          _checkpoint_io(s.ckpt.save_best, step, steps.replica(state, i, mesh),
-                         meta_for(step, s), scalars)
+          _checkpoint_io(s.ckpt.save_best, step, steps.replica(self.state, i, self.mesh),
+                         self._meta(step, s), scalars)
     shown = [k for k in ('top1', 'top5', 'f1_macro') if results[0].labelled]
     print(f'[eval step {step}] ' + ', '.join(
         f'{k} ' + ' / '.join(f'{r.scalars()[k]:.2f}' for r in results) for k in shown)
           + ('' if shown else 'unlabelled split: no metrics'), flush=True)
     return results
 
-  def close_all():
-    for s in per_seed:
+  def _close(self) -> None:
+    for s in self.per_seed:
       _checkpoint_io(s.ckpt.close)
       s.log.close()
 
-  step = start_step
-  samples_since, t_last = 0, time.time()
-  with _Stop() as stop:
-    streams = [s.loader.train_batches(start_step) for s in per_seed]
-    while step < total_steps:
-      batch = steps.host_batches_to_global([next(it) for it in streams], mesh,
-                                           settings.batch_size)
-      state, step_metrics = train_step(state, batch)
-      step += 1
-      samples_since += settings.batch_size * len(seeds)
-      if step % settings.log_every_steps == 0 or step == total_steps:
-        values = {k: np.asarray(v, np.float64) for k, v in jax.device_get(step_metrics).items()}
-        check_finite(step)
-        now = time.time()
-        rate = samples_since / max(now - t_last, 1e-9)
-        eta = (total_steps - step) * settings.batch_size * len(seeds) / max(rate, 1e-9)
-        learning_rate = float(schedule(step - 1))
-        for i, s in enumerate(per_seed):
-          s.log.write({'step': step, **{f'train_{k}': float(v[i]) for k, v in values.items()},
-                       'train_learning_rate': learning_rate, 'samples_per_s': rate})
-        mean = {k: float(v.mean()) for k, v in values.items()}
-        print(f'step {step}/{total_steps} loss {mean["loss"]:.4f} (ce {mean["ce"]:.4f} '
-              f'mac {mean["mac"]:.4f}) acc {mean["accuracy"]:.3f} lr {learning_rate:.2e} | '
-              f'{rate:.1f} samples/s | ETA {eta / 60:.1f} min', flush=True)
-        samples_since, t_last = 0, now
-      call_hooks('step', step)
-      if settings.eval_every_steps and step % settings.eval_every_steps == 0 \
-          and step < total_steps:
-        run_eval(step)
-      if step % settings.checkpoint_every_steps == 0 or step == total_steps:
-        save(step)
-      # Processes stop at the same step even when the signal reaches only some of them.
-      signalled = sharding.any_process(stop.signal is not None)
-      if signalled or (step - start_step == settings.max_steps_per_run and step < total_steps):
-        save(step, force=True)
-        close_all()
-        reason = (f'received signal {stop.signal}' if stop.signal is not None else
-                  'another process received a signal' if signalled else
-                  f'max_steps_per_run={settings.max_steps_per_run} reached')
-        print(f'Stopping early ({reason}): saved checkpoint at step {step}; run the same '
-              'command again to resume.', flush=True)
-        return {'interrupted_at_step': step}
-    for stream in streams:
-      stream.close()
-  check_finite(step)
-  call_hooks('final_eval', step)
-  results = run_eval(step)
-  close_all()
-  wall = round(time.time() - history_start, 1)
-  summaries = []
-  for i, (s, result) in enumerate(zip(per_seed, results)):
-    summaries.append({
-        'final': result.scalars(), 'best': s.best, 'step': step, 'seed': s.seed,
-        'wall_time_s': wall,
-        'param_checksum': tree_checksum(steps.replica(state, i, mesh)['params']),
-        'num_params': int(n_params), 'devices': jax.device_count(),
-        'device': device_name(), 'processes': jax.process_count()})
-  if not multi:
-    summary = summaries[0]
-  else:
-    stats = evaluate.seed_statistics([x['final'] for x in summaries])
-    summary = {'seeds': {str(x['seed']): {k: x[k] for k in ('final', 'best', 'param_checksum')}
-                         for x in summaries},
-               'final_mean': stats['mean'], 'final_std': stats['std'], 'step': step,
-               'wall_time_s': wall, 'num_params': int(n_params), 'num_seeds': len(seeds),
-               'devices': jax.device_count(), 'device': device_name(),
-               'processes': jax.process_count()}
-  if is_main:
-    for s, result, seed_summary in zip(per_seed, results, summaries):
-      evaluate.write_outputs(config, s.run.path, result, splits, seed_summary, verbose=not multi)
-    if multi:
-      run.write_summary(summary)
-      print(_seed_table(summaries, results[0].labelled), flush=True)
-    print(f'summary: {run.file("summary.json")}', flush=True)
-  return summary
+  def _log(self, step: int, values: dict[str, np.ndarray], rate: float) -> None:
+    """Logs step `step`'s metrics, values[key]: (S,), one per seed."""
+    self._check_finite(step)
+    samples_per_step = self.settings.batch_size * len(self.seeds)
+    eta = (self.total_steps - step) * samples_per_step / max(rate, 1e-9)
+    learning_rate = float(self.schedule(step - 1))
+    for i, s in enumerate(self.per_seed):
+      s.log.write({'step': step, **{f'train_{k}': float(v[i]) for k, v in values.items()},
+                   'train_learning_rate': learning_rate, 'samples_per_s': rate})
+    mean = {k: float(v.mean()) for k, v in values.items()}
+    print(f'step {step}/{self.total_steps} loss {mean["loss"]:.4f} (ce {mean["ce"]:.4f} '
+          f'mac {mean["mac"]:.4f}) acc {mean["accuracy"]:.3f} lr {learning_rate:.2e} | '
+          f'{rate:.1f} samples/s | ETA {eta / 60:.1f} min', flush=True)
+
+  # ------------------------------------------------------------------- 3. the loop
+
+  def _call_end(self, step: int) -> int:
+    """The step the call from `step` must stop at: the next evaluation, checkpoint, the
+    max_steps_per_run stop or the end of training (each acts between calls)."""
+    settings = self.settings
+    ends = [self.total_steps, (step // settings.checkpoint_every_steps + 1)
+            * settings.checkpoint_every_steps]
+    if settings.eval_every_steps:
+      ends.append((step // settings.eval_every_steps + 1) * settings.eval_every_steps)
+    if settings.max_steps_per_run:
+      ends.append(self.start_step + settings.max_steps_per_run)
+    return min(e for e in ends if e > step)
+
+  def train(self) -> bool:
+    """Trains to the step budget, `steps_per_call` steps per jitted call; False when it stopped
+    early after saving a checkpoint."""
+    settings = self.settings
+    samples_since, t_last = 0, time.time()
+    per_call = settings.steps_per_call or 1   # auto: one step until a call has been timed
+    self.train_calls = 0
+    with _Stop() as stop:
+      streams = ([s.loader.train_batches(self.start_step) for s in self.per_seed]
+                 if self.pipeline == 'host' else [])
+      try:
+        while self.step < self.total_steps:
+          first = self.step
+          count = min(per_call, self._call_end(first) - first)
+          start = time.time()
+          if self.pipeline == 'device':
+            source = self.source
+          else:
+            source = steps.stack_host_batches(
+                [[next(it) for it in streams] for _ in range(count)], self.mesh,
+                settings.batch_size, self.max_steps_per_call)
+          self.state, call_metrics = self.train_loop(
+              self.state, source, self.seed_array,
+              sharding.replicate_host_value(np.int32(count), self.mesh))
+          self.train_calls += 1
+          self.step = step = first + count
+          samples_since += count * settings.batch_size * len(self.seeds)
+          logged = [s for s in range(first + 1, step + 1)
+                    if s % settings.log_every_steps == 0 or s == self.total_steps]
+          if logged:
+            values = {k: np.asarray(v, np.float64)
+                      for k, v in jax.device_get(call_metrics).items()}
+            now = time.time()
+            rate = samples_since / max(now - t_last, 1e-9)
+            for s in logged:
+              self._log(s, {k: v[s - first - 1] for k, v in values.items()}, rate)
+            samples_since, t_last = 0, now
+          if not settings.steps_per_call:
+            jax.block_until_ready(self.state['step'])
+            if self.train_calls > 1:   # the first call compiled
+              per_step = (time.time() - start) / count
+              per_call = int(min(max(AUTO_CALL_SECONDS / per_step, 1), self.max_steps_per_call))
+          self._hooks('step', step)
+          if settings.eval_every_steps and step % settings.eval_every_steps == 0 \
+              and step < self.total_steps:
+            self.evaluate(step)
+          if step % settings.checkpoint_every_steps == 0 or step == self.total_steps:
+            self.save(step)
+          # Processes stop at the same step even when the signal reaches only some of them.
+          signalled = sharding.any_process(stop.signal is not None)
+          if signalled or (step - self.start_step == settings.max_steps_per_run
+                           and step < self.total_steps):
+            self.save(step, force=True)
+            self._close()
+            reason = (f'received signal {stop.signal}' if stop.signal is not None else
+                      'another process received a signal' if signalled else
+                      f'max_steps_per_run={settings.max_steps_per_run} reached')
+            print(f'Stopping early ({reason}): saved checkpoint at step {step}; run the same '
+                  'command again to resume.', flush=True)
+            return False
+      finally:
+        for stream in streams:
+          stream.close()
+    return True
+
+  # ------------------------------------------------------------------- 4. finish
+
+  def finish(self) -> dict[str, Any]:
+    """The final evaluation, every seed's outputs and the summary (written to summary.json)."""
+    step = self.step
+    self._check_finite(step)
+    self._hooks('final_eval', step)
+    results = self.evaluate(step)
+    self._close()
+    wall = round(time.time() - self.history_start, 1)
+    common = {'num_params': int(self.num_params), 'devices': jax.device_count(),
+              'device': device_name(), 'processes': jax.process_count()}
+    summaries = []
+    for i, (s, result) in enumerate(zip(self.per_seed, results)):
+      summaries.append({
+          'final': result.scalars(), 'best': s.best, 'step': step, 'seed': s.seed,
+          'wall_time_s': wall,
+          'param_checksum': tree_checksum(steps.replica(self.state, i, self.mesh)['params']),
+          **common})
+    if not self.multi:
+      summary = summaries[0]
+    else:
+      stats = evaluate.seed_statistics([x['final'] for x in summaries])
+      summary = {'seeds': {str(x['seed']): {k: x[k] for k in ('final', 'best', 'param_checksum')}
+                           for x in summaries},
+                 'final_mean': stats['mean'], 'final_std': stats['std'], 'step': step,
+                 'wall_time_s': wall, 'num_seeds': len(self.seeds), **common}
+    if self.is_main:
+      for s, result, seed_summary in zip(self.per_seed, results, summaries):
+        evaluate.write_outputs(self.config, s.run.path, result, self.splits, seed_summary,
+                               verbose=not self.multi,
+                               checkpoint={'step': step, 'which': 'latest'})
+      if self.multi:
+        self.run.write_summary(summary)
+        print(_seed_table(summaries, results[0].labelled), flush=True)
+      print(f'summary: {self.run.file("summary.json")}', flush=True)
+    return summary
+
+
+def train_and_evaluate(config: RunConfig, workdir: str, *,
+                       hooks: Sequence[Hook] = ()) -> dict[str, Any]:
+  """Trains `config` in `workdir` (resuming from its checkpoints) and evaluates; returns the
+  summary written to summary.json (a dict with 'interrupted_at_step' when stopped early).
+
+  hooks: callables `hook(event, step)` run on the host, in order, at fixed points of the loop:
+    'step' after the call of steps that reached step `step` (every step with steps_per_call=1)
+    was dispatched and logged, before its checkpoint and the signal check; 'checkpoint' after the checkpoints of `step` were written (started, with
+    async_checkpoints); 'final_eval' before the final evaluation. For progress reporting,
+    profiling windows, or tests that stop a run at an exact point.
+  """
+  trainer = Trainer(config, workdir, hooks=hooks)
+  done = trainer.check()
+  if done is not None:
+    return _report_finished(trainer.run, done)
+  trainer.start()
+  if not trainer.train():
+    return {'interrupted_at_step': trainer.step}
+  return trainer.finish()
 
 
 def device_name() -> str:
@@ -544,5 +658,5 @@ def _seed_table(summaries: Sequence[dict[str, Any]], labelled: bool) -> str:
   return '\n'.join(lines)
 
 
-__all__ = ['HOOK_EVENTS', 'Hook', 'RunSettings', 'TrainingError', 'check_config',
+__all__ = ['HOOK_EVENTS', 'Hook', 'RunSettings', 'Trainer', 'TrainingError',
            'train_and_evaluate']

@@ -15,9 +15,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 # pylint: disable=wrong-import-position
-from micro_dualnet_jax import hostenv  # noqa: E402
+from micro_dualnet_jax import malloc_tuning  # noqa: E402
 
-hostenv.reexec_with_tuned_malloc()   # as main.py does, before jax loads
+malloc_tuning.reexec_with_tuned_malloc()   # as main.py does, before jax loads
 from micro_dualnet_jax import train  # noqa: E402
 
 _PAUSES = {tuple(item.rsplit(':', 1)) for item in os.environ.get('MDN_TEST_PAUSE', '').split(',')

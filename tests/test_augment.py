@@ -1,4 +1,4 @@
-"""Tests for the on-device input pipeline (micro_dualnet_jax/data/augment.py)."""
+"""Tests for the on-device input pipeline (micro_dualnet_jax/pipeline/augment.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from micro_dualnet_jax.data import augment
-from micro_dualnet_jax.data.augment import AugmentConfig
+from micro_dualnet_jax.pipeline import augment
+from micro_dualnet_jax.pipeline.augment import AugmentConfig
 from micro_dualnet_jax.skeleton import Layout, get_layout
 
 # A 3-joint chain 0 <- 1 <- 2 (3D), for exact bone values.
@@ -52,15 +51,14 @@ def frame_id_batch(num_frames, length, layout=CHAIN):
 # Config.
 
 
-def test_config_from_configdict_and_dict():
-  cd = ml_collections.ConfigDict({'num_frames': 32, 'rotation': 10, 'stream': 'bone'})
-  cfg = AugmentConfig.from_config(cd)
+def test_config_from_dict():
+  cfg = AugmentConfig.from_dict({'num_frames': 32, 'rotation': 10, 'stream': 'bone'})
   assert cfg.num_frames == 32 and cfg.stream == 'bone'
   assert cfg.rotation == (10.0, 10.0, 10.0)
-  assert AugmentConfig.from_config({'rotation': [1, 2, 3]}).rotation == (1.0, 2.0, 3.0)
+  assert AugmentConfig.from_dict({'rotation': [1, 2, 3]}).rotation == (1.0, 2.0, 3.0)
   hash(cfg)  # usable as a static jit argument
   with pytest.raises(ValueError, match='unknown augmentation settings'):
-    AugmentConfig.from_config({'rotaton': 3})
+    AugmentConfig.from_dict({'rotaton': 3})
   with pytest.raises(ValueError, match="stream must be one of .*, got 'velocity'"):
     AugmentConfig(stream='velocity')
   with pytest.raises(ValueError, match='crop_min_ratio'):

@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 from micro_dualnet_jax.data import builders, prepare
 from micro_dualnet_jax.data.clip import Clip, DataFormatError
 from micro_dualnet_jax.data.readers import imigue
+from micro_dualnet_jax.data import registry
 
 
 def _pickle(path: pathlib.Path, obj) -> None:
@@ -78,8 +79,8 @@ def test_clip_features_and_example_share_one_spec():
   key, example = builders.clip_example(clip, ('body_label',))
   assert key == 'c' and example['num_frames'] == 3 and example['body_label'] == 2
   assert builders.Imigue.name == 'imigue' and builders.Nwucla.name == 'nwucla'
-  for cls in builders.BUILDERS.values():
-    assert '@' in cls.CITATION
+  for name in registry.dataset_names():
+    assert '@' in registry.get_spec(name).builder_class().CITATION
   for cls in (builders.Imigue, builders.Ma52, builders.Nwucla):
     assert 'manual folder' in cls.MANUAL_DOWNLOAD_INSTRUCTIONS
 

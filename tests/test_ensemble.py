@@ -9,7 +9,9 @@ from scipy.special import softmax
 from sklearn.metrics import accuracy_score, top_k_accuracy_score
 
 from configs import smoke
+from support import typed
 from micro_dualnet_jax import cli, ensemble
+from micro_dualnet_jax.data import registry
 
 NUM_CLIPS, NUM_CLASSES = 40, 15
 
@@ -51,7 +53,8 @@ def test_weighted_probability_mean_matches_hand_computation(runs):
 def test_run_ensemble_writes_metrics_equal_to_sklearn(runs, tmp_path):
   dirs, logits, labels, _ = runs
   out = tmp_path / 'ens'
-  summary = ensemble.run_ensemble([(d, 1.0) for d in dirs], str(out), dataset='synthetic',
+  summary = ensemble.run_ensemble([(d, 1.0) for d in dirs], str(out),
+                                  spec=registry.get_spec('synthetic'),
                                   class_names=[f'c{i}' for i in range(NUM_CLASSES)])
   probs = sum(softmax(l, axis=-1) for l in logits) / 3
   assert summary['ensemble']['top1'] == pytest.approx(
@@ -112,11 +115,11 @@ def test_member_list_weights():
 
 def test_cli_mode_ensemble(runs, tmp_path, capsys):
   dirs, _, _, _ = runs
-  cli.run('ensemble', smoke.get_config(), str(tmp_path / 'out'),
+  cli.run('ensemble', typed(smoke.get_config()), str(tmp_path / 'out'),
           input_path=f'{dirs[0]},{dirs[1]}=0.5')
   printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert [m['weight'] for m in printed['members']] == [1.0, 0.5]
   assert (tmp_path / 'out' / 'ensemble.json').exists()
   with pytest.raises(SystemExit) as exit_info:
-    cli.run('ensemble', smoke.get_config(), str(tmp_path / 'out2'), input_path=dirs[0])
+    cli.run('ensemble', typed(smoke.get_config()), str(tmp_path / 'out2'), input_path=dirs[0])
   assert exit_info.value.code == 2

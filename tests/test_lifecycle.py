@@ -21,6 +21,7 @@ import pytest
 from configs import ma52 as ma52_config
 from configs import imigue as imigue_config
 from configs import smoke
+from support import typed
 from micro_dualnet_jax import evaluate, train
 from micro_dualnet_jax.data import synthetic
 from micro_dualnet_jax.rundir import RunDirError
@@ -132,11 +133,11 @@ def test_a_budget_below_the_checkpoints_is_refused(data_dir, tmp_path):
   config.data.data_dir = data_dir
   config.max_steps_per_run = 8              # stopped after step 8 of 8: checkpoints 4 and 8
   config.num_train_steps = 12
-  assert train.train_and_evaluate(config, str(tmp_path)) == {'interrupted_at_step': 8}
+  assert train.train_and_evaluate(typed(config), str(tmp_path)) == {'interrupted_at_step': 8}
   before = snapshot(tmp_path)
   config.num_train_steps = 6
   with pytest.raises(RunDirError, match='holds checkpoints up to step 8, beyond this config.s 6'):
-    train.train_and_evaluate(config, str(tmp_path))
+    train.train_and_evaluate(typed(config), str(tmp_path))
   assert snapshot(tmp_path) == before
 
 
@@ -145,12 +146,12 @@ def test_eval_batch_size_is_refused_before_step_1(finished, data_dir, tmp_path):
   config.data.data_dir = data_dir
   config.eval_batch_size = 12                 # the tests run on 8 host devices
   with pytest.raises(ValueError, match='eval_batch_size 12 is not divisible by the 8 devices'):
-    train.train_and_evaluate(config, str(tmp_path / 'run'))
+    train.train_and_evaluate(typed(config), str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
   before = snapshot(finished)
   config.num_train_steps = 10                 # a budget that would train on
   with pytest.raises(ValueError, match='eval_batch_size 12 is not divisible by the 8 devices'):
-    train.train_and_evaluate(config, str(finished))
+    train.train_and_evaluate(typed(config), str(finished))
   assert snapshot(finished) == before
 
 
@@ -217,10 +218,10 @@ def test_ma52_test_split_submission_from_the_released_format(tmp_path, capsys):
   write_ma52_release(tmp_path / 'ma52', names)
   config = _tiny(ma52_config.get_config(), tmp_path / 'ma52', str(tmp_path / 'tfds'))
   workdir = tmp_path / 'run'
-  train.train_and_evaluate(config, str(workdir))
+  train.train_and_evaluate(typed(config), str(workdir))
   config.data.eval_split = 'test'
   out = tmp_path / 'test_eval'
-  result = evaluate.evaluate_workdir(str(workdir), config, output_dir=str(out))
+  result = evaluate.evaluate_workdir(str(workdir), typed(config), output_dir=str(out))
   assert result['labelled'] is False and result['num_clips'] == 10 and 'top1' not in result
   assert 'unlabelled (10 clips): no metrics' in capsys.readouterr().out
   with open(out / 'prediction.csv', newline='') as f:
@@ -266,7 +267,7 @@ def test_imigue_submission_csv_and_its_zip(tmp_path, labelled):
                                       rng.integers(0, 32, 10) if labelled else [-1] * 10)
   config = _tiny(imigue_config.get_config(), tmp_path / 'imigue', str(tmp_path / 'tfds'))
   workdir = tmp_path / 'run'
-  summary = train.train_and_evaluate(config, str(workdir))
+  summary = train.train_and_evaluate(typed(config), str(workdir))
   assert ('top1' in summary['final']) == labelled
   lines = (workdir / 'Submission.csv').read_text().splitlines()
   with np.load(workdir / 'eval_outputs.npz') as outputs:
@@ -284,7 +285,7 @@ def test_ensemble_and_eval_refuse_a_run_of_several_seeds_by_name(tmp_path, data_
   config.data.data_dir = data_dir
   config.num_seeds = 2
   config.num_train_steps = 2
-  train.train_and_evaluate(config, str(tmp_path / 'seeds'))
+  train.train_and_evaluate(typed(config), str(tmp_path / 'seeds'))
   from micro_dualnet_jax import ensemble, inference  # pylint: disable=g-import-not-at-top
   with pytest.raises(RunDirError, match=r'holds a run of 2 seeds; --mode=ensemble takes one of '
                                         r'them: .*seed_0, .*seed_1'):
@@ -316,7 +317,7 @@ def test_a_work_directory_of_the_older_format_is_refused_by_name(finished, tmp_p
   before = snapshot(old)
   config = smoke.get_config()
   config.data.data_dir = data_dir
-  for attempt in (lambda: train.train_and_evaluate(config, str(old)),
+  for attempt in (lambda: train.train_and_evaluate(typed(config), str(old)),
                   lambda: evaluate.evaluate_workdir(str(old))):
     with pytest.raises(RunDirError, match='written by an older micro_dualnet_jax.*train again'):
       attempt()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from micro_dualnet_jax.data.clip import DataFormatError
-from micro_dualnet_jax.data.loader import Loader
+from micro_dualnet_jax.pipeline.loader import Loader
 
 
 def make_source(n=10, v=4, c=2, lengths=None):

@@ -8,6 +8,7 @@ import pytest
 
 from configs import smoke
 from micro_dualnet_jax import sharding, steps
+from support import typed
 
 PLATFORMS = ('tpu', 'cuda')
 
@@ -19,7 +20,7 @@ def _abstract(tree):
 
 def _batch(config, seeds=None):
   lead = (seeds,) if seeds else ()
-  b, length = config.batch_size, config.data.max_frames
+  b, length = config.run.batch_size, config.data.max_frames
   spec = {'keypoints': ((b, length, 22, 2), jnp.float32), 'confidence': ((b, length, 22),
                                                                           jnp.float32),
           'num_frames': ((b,), jnp.int32), 'label': ((b,), jnp.int32),
@@ -37,9 +38,10 @@ def _check(exported):
 def test_the_train_step_of_several_seeds_lowers_for_tpu_and_cuda(dtype):
   config = smoke.get_config()
   config.model.dtype = dtype
+  config = typed(config)
   mesh = sharding.make_mesh(jax.devices()[:1])
   tx, _ = steps.make_optimizer(config.optim, 10)
-  graphdef, state = steps.create_train_states(config, tx, mesh, [0, 1])
+  graphdef, state = steps.create_train_states(config.model, tx, mesh, [0, 1])
   step = steps.make_train_step(graphdef, tx, config, mesh, seeds_axis=True)
   _check(jax.export.export(step, platforms=PLATFORMS)(_abstract(state), _batch(config, 2)))
 
@@ -48,9 +50,10 @@ def test_the_eval_step_with_test_time_views_lowers_for_tpu_and_cuda():
   config = smoke.get_config()
   config.augment.flip_prob = 0.5
   config.test_time.num_clips, config.test_time.flip = 2, True
+  config = typed(config)
   mesh = sharding.make_mesh(jax.devices()[:1])
   tx, _ = steps.make_optimizer(config.optim, 10)
-  graphdef, state = steps.create_train_state(config, tx, mesh)
+  graphdef, state = steps.create_train_state(config.model, tx, mesh, config.run.seed)
   step = steps.make_eval_step(graphdef, config, mesh)
   batch = {k: v for k, v in _batch(config).items() if k in ('keypoints', 'confidence',
                                                             'num_frames')}

@@ -11,20 +11,21 @@ import pytest
 
 from configs import smoke
 from micro_dualnet_jax import sharding, steps
-from micro_dualnet_jax.data import datasets
+from micro_dualnet_jax.pipeline import datasets
+from support import smoke_config, typed
 
 
 def _config(**optim):
   config = smoke.get_config()
   for key, value in optim.items():
     config.optim[key] = value
-  return config
+  return typed(config)
 
 
 def _params(config):
   mesh = sharding.make_mesh(jax.devices()[:1])
   tx, _ = steps.make_optimizer(config.optim, 100)
-  _, state = steps.create_train_state(config, tx, mesh)
+  _, state = steps.create_train_state(config.model, tx, mesh, config.run.seed)
   return jax.device_get(state['params'])
 
 
@@ -103,23 +104,22 @@ def test_gradients_are_clipped_to_the_global_norm(scale):
 
 
 def test_a_non_finite_step_changes_nothing_but_the_counters(tmp_path):
-  config = smoke.get_config()
-  config.data.data_dir = str(tmp_path / 'tfds')
+  config = smoke_config(str(tmp_path / 'tfds'))
   mesh = sharding.make_mesh(jax.devices()[:1])
   tx, _ = steps.make_optimizer(config.optim, 10)
-  graphdef, state = steps.create_train_state(config, tx, mesh)
+  graphdef, state = steps.create_train_state(config.model, tx, mesh, config.run.seed)
   step = steps.make_train_step(graphdef, tx, config, mesh)
   splits = datasets.load_splits(config)
-  batch = next(datasets.make_loader(config, splits.train, config.batch_size,
+  batch = next(datasets.make_loader(config, splits.train, config.run.batch_size,
                                     'train').train_batches())
   state, _ = step(state, sharding.to_global(batch, sharding.batch_sharding(mesh),
-                                            config.batch_size))   # one good step first
+                                            config.run.batch_size))   # one good step first
   before = jax.device_get(state)
   poisoned = dict(batch, keypoints=batch['keypoints'].copy())
   present = batch['confidence'][0] > 0
   poisoned['keypoints'][0][present] = np.nan      # every present joint of one clip
   state, metrics = step(state, sharding.to_global(poisoned, sharding.batch_sharding(mesh),
-                                                  config.batch_size))
+                                                  config.run.batch_size))
   after = jax.device_get(state)
   assert not np.isfinite(metrics['loss'])
   assert int(after['step']) == int(before['step']) + 1

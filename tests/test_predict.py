@@ -14,9 +14,11 @@ import pytest
 from flax import nnx
 
 from configs import smoke
+from support import typed
 from micro_dualnet_jax import cli, export, inference, predict, timeline, train
 from micro_dualnet_jax.data import recordings
-from micro_dualnet_jax.data import augment, synthetic
+from micro_dualnet_jax.data import synthetic
+from micro_dualnet_jax.pipeline import augment
 from micro_dualnet_jax.data.clip import DataFormatError
 from micro_dualnet_jax.skeleton import get_layout
 
@@ -32,13 +34,13 @@ def workdir(tmp_path_factory):
   config = smoke.get_config()
   config.data.data_dir = str(tmp_path_factory.mktemp('tfds'))
   path = str(tmp_path_factory.mktemp('run'))
-  train.train_and_evaluate(config, path)
+  train.train_and_evaluate(typed(config), path)
   return path
 
 
 @pytest.fixture(scope='module')
 def config():
-  return smoke.get_config()
+  return typed(smoke.get_config())
 
 
 @pytest.fixture(scope='module')
@@ -119,7 +121,7 @@ def test_long_recording_windows_timeline_and_shares(workdir, config, stream, inp
 
   # The timeline is the argmax of the mean window probability over the windows covering a frame.
   probs = np.zeros((len(rows), num_classes))
-  names = inference.class_names_for(config)
+  names = list(synthetic.class_names())
   for w, row in enumerate(rows):
     if row['status'] == 'ok':
       for i in range(num_classes):
@@ -177,7 +179,7 @@ def test_majority_filter_and_window_starts():
   np.testing.assert_array_equal(timeline.window_starts(100, 32, 16), [0, 16, 32, 48, 64, 68])
   np.testing.assert_array_equal(timeline.window_starts(20, 32, 16), [0])
   with pytest.raises(ValueError, match='stride 40 is longer than the window 32'):
-    predict.PredictOptions(stride=40).resolved(smoke.get_config())
+    predict.PredictOptions(stride=40).resolved(16, 48)
   with pytest.raises(ValueError, match='odd number of frames'):
     predict.PredictOptions(smoothing=4)
 
@@ -238,7 +240,7 @@ def test_export_round_trip(workdir, config, stream, tmp_path):
           'preprocessing.json', 'load_exported.py'} <= set(os.listdir(tmp_path / 'export'))
   assert 'cpu' in manifest['platforms']
   assert json.loads((tmp_path / 'export' / 'labels.json').read_text()) == \
-      inference.class_names_for(config)
+      list(synthetic.class_names())
   settings = json.loads((tmp_path / 'export' / 'preprocessing.json').read_text())
   assert (settings['layout'], settings['num_frames']) == ('openpose22', 16)
 

@@ -20,6 +20,7 @@ import pytest
 
 import runs
 from configs import smoke
+from support import typed
 from micro_dualnet_jax import sharding, steps, train
 from micro_dualnet_jax.rundir import RunDirError
 from micro_dualnet_jax.checkpoint import (CHECKSUMS_KEY, Checkpointer, abstract_like, state_items,
@@ -203,10 +204,10 @@ def test_sigkill_at_three_points_then_resume_matches_uninterrupted(reference, da
 
 
 def _restore(workdir: pathlib.Path):
-  config = smoke.get_config()
+  config = typed(smoke.get_config())
   mesh = sharding.make_mesh()
   tx, _ = steps.make_optimizer(config.optim, STEPS)
-  _, state = steps.create_train_state(config, tx, mesh)
+  _, state = steps.create_train_state(config.model, tx, mesh, config.run.seed)
   checkpointer = Checkpointer(str(workdir), best_metric=None, async_save=False)
   try:
     return checkpointer.restore(abstract_like(state_items(state)))
@@ -277,7 +278,7 @@ def test_full_disk_fails_clearly_and_keeps_the_last_checkpoint(reference, data_d
     # A disk with no room at all: refused at the start, before any work.
     _fill(disk, 0)
     with pytest.raises(train.TrainingError, match='not writable.*No space left on device'):
-      train.train_and_evaluate(smoke.get_config(), str(workdir))
+      train.train_and_evaluate(typed(smoke.get_config()), str(workdir))
     # Room for logs but not for a checkpoint: the run resumes, trains, and its save at step 8
     # fails with a message that says what is intact and what to do; exit status 2.
     os.remove(disk / 'filler')
@@ -302,7 +303,7 @@ def test_workdir_of_a_different_model_is_refused_by_name(reference, data_dir):
   config.model.width = 24
   config.loss.mac = 'none'
   with pytest.raises(RunDirError) as error:
-    train.train_and_evaluate(config, str(ref_dir))
+    train.train_and_evaluate(typed(config), str(ref_dir))
   assert 'model.width: 16 in the work directory, 24 now' in str(error.value)
   assert "loss.mac: 'infonce' in the work directory, 'none' now" in str(error.value)
   assert {p.name: p.stat().st_mtime_ns for p in ref_dir.iterdir()} == before   # untouched

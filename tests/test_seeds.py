@@ -13,7 +13,7 @@ import pytest
 
 from support import smoke_config
 from micro_dualnet_jax import evaluate, predict, sharding, steps, train
-from micro_dualnet_jax.data import datasets
+from micro_dualnet_jax.pipeline import datasets
 from micro_dualnet_jax.rundir import RunDir
 
 
@@ -29,19 +29,19 @@ def test_a_replica_after_two_steps_equals_its_seed_trained_alone(data_dir):
   tx, _ = steps.make_optimizer(config.optim, 10)
   splits = datasets.load_splits(config)
   seeds = [3, 4]
-  streams = [datasets.make_loader(config, splits.train, config.batch_size, 'train',
+  streams = [datasets.make_loader(config, splits.train, config.run.batch_size, 'train',
                                   seed=s).train_batches() for s in seeds]
   batches = [[next(stream) for _ in range(2)] for stream in streams]
-  graphdef, stacked = steps.create_train_states(config, tx, mesh, seeds)
+  graphdef, stacked = steps.create_train_states(config.model, tx, mesh, seeds)
   step = steps.make_train_step(graphdef, tx, config, mesh, seeds_axis=True)
   for i in range(2):
     stacked, _ = step(stacked, steps.host_batches_to_global(
-        [batches[0][i], batches[1][i]], mesh, config.batch_size))
-  alone_graphdef, alone = steps.create_train_state(config, tx, mesh, seed=4)
+        [batches[0][i], batches[1][i]], mesh, config.run.batch_size))
+  alone_graphdef, alone = steps.create_train_state(config.model, tx, mesh, seed=4)
   alone_step = steps.make_train_step(alone_graphdef, tx, config, mesh)
   for i in range(2):
     alone, _ = alone_step(alone, sharding.to_global(batches[1][i], sharding.batch_sharding(mesh),
-                                                    config.batch_size))
+                                                    config.run.batch_size))
   replica = jax.device_get(steps.replica(stacked, 1, mesh))
   alone = jax.device_get(alone)
   assert int(replica['step']) == int(alone['step']) == 2
@@ -71,7 +71,7 @@ def test_every_seed_gets_a_complete_run_directory_and_the_summary_their_statisti
     assert seed_run.path == str(workdir / f'seed_{seed}') and seed_run.kind == 'run'
     assert seed_run.seeds() == [seed]
     config = seed_run.config()
-    assert (config.seed, config.num_seeds) == (seed, 1)
+    assert (config.run.seed, config.run.num_seeds) == (seed, 1)
     for name in ('summary.json', 'metrics.jsonl', 'eval_outputs.npz', 'predictions.csv',
                  'confusion_matrix.png'):
       assert (workdir / f'seed_{seed}' / name).exists(), name

@@ -8,6 +8,7 @@ import pytest
 
 from micro_dualnet_jax import metrics as M
 from micro_dualnet_jax import submission
+from micro_dualnet_jax.data import registry
 
 
 def fine2coarse(action: int) -> int:
@@ -95,7 +96,8 @@ def test_run_outputs_zip_the_submission_at_the_zip_root(tmp_path, dataset, files
   classes = 52 if dataset == 'ma52' else 32
   probs = M.softmax(np.random.default_rng(3).normal(size=(5, classes)))
   ids = [f'test{i:04d}.mp4' if dataset == 'ma52' else f'00{i}_0' for i in range(5)]
-  written = submission.write_run_outputs(dataset, tmp_path, ids, probs, labels=None)
+  written = submission.write_run_outputs(registry.get_spec(dataset).submission, tmp_path, ids,
+                                         probs, labels=None)
   assert [p.rsplit('/', 1)[-1] for p in written] == ['predictions.csv', *files]
   if files:
     with zipfile.ZipFile(tmp_path / files[1]) as archive:

@@ -14,7 +14,7 @@ from flax import nnx
 from support import smoke_config
 from micro_dualnet_jax import evaluate, sharding, steps, train
 from micro_dualnet_jax.rundir import RunDirError
-from micro_dualnet_jax.data import augment, datasets
+from micro_dualnet_jax.pipeline import augment, datasets
 from micro_dualnet_jax.data.clip import DataFormatError
 from micro_dualnet_jax.skeleton import get_layout
 
@@ -62,7 +62,7 @@ def test_smoke_run_writes_every_output(data_dir, tmp_path):
     evaluate.evaluate_workdir(str(tmp_path), config, checkpoint='latest',
                               output_dir=str(tmp_path / 'x'))
   assert not (tmp_path / 'x').exists()
-  config.test_time.flip = False
+  config = config.replace(**{'test_time.flip': False})
   evaluate.evaluate_workdir(str(tmp_path), config, checkpoint='latest',
                             output_dir=str(tmp_path / 'tta'))
   assert (tmp_path / 'eval_outputs.npz').read_bytes() == before
@@ -78,7 +78,7 @@ def test_test_time_views_average_and_are_mirror_invariant(data_dir):
                                      'augment.flip_prob': 0.5})
   mesh = sharding.make_mesh(jax.devices()[:1])
   tx, _ = steps.make_optimizer(config.optim, 10)
-  graphdef, state = steps.create_train_state(config, tx, mesh)
+  graphdef, state = steps.create_train_state(config.model, tx, mesh, config.run.seed)
   layout = get_layout(config.model.layout)
   splits = datasets.load_splits(config)
   batch = next(datasets.make_loader(config, splits.eval, 16, 'eval').eval_batches())
@@ -86,7 +86,7 @@ def test_test_time_views_average_and_are_mirror_invariant(data_dir):
   out = steps.make_eval_step(graphdef, config, mesh)(state, batch)
   # By hand: the mean of the four views' logits; routing from the two unmirrored views.
   model = nnx.merge(graphdef, state['params'], state['model_state'])
-  aug = steps.augment_config(config)
+  aug = config.augment
   views = {}
   for c in (0, 1):
     for m in (False, True):
@@ -104,18 +104,17 @@ def test_test_time_views_average_and_are_mirror_invariant(data_dir):
       jnp.asarray(batch['keypoints']), jnp.asarray(batch['confidence']), layout)
   np.testing.assert_allclose(steps.make_eval_step(graphdef, config, mesh)(state, flipped)['logits'],
                              out['logits'], rtol=1e-4, atol=1e-5)
-  config.test_time.num_clips = 0
   with pytest.raises(ValueError, match='num_clips'):
-    steps.make_eval_step(graphdef, config, mesh)
+    config.replace(**{'test_time.num_clips': 0})
 
 
 def _train_steps(config, devices, batch_np, num_steps=2):
   """The whole train state after `num_steps` steps on `batch_np`, on a mesh over `devices`."""
   mesh = sharding.make_mesh(devices)
   tx, _ = steps.make_optimizer(config.optim, 10)
-  graphdef, state = steps.create_train_state(config, tx, mesh)
+  graphdef, state = steps.create_train_state(config.model, tx, mesh, config.run.seed)
   step = steps.make_train_step(graphdef, tx, config, mesh)
-  batch = sharding.to_global(batch_np, sharding.batch_sharding(mesh), config.batch_size)
+  batch = sharding.to_global(batch_np, sharding.batch_sharding(mesh), config.run.batch_size)
   metrics = None
   for _ in range(num_steps):
     state, metrics = step(state, batch)
@@ -142,7 +141,7 @@ def _assert_states_close(got, want, init):
 
 def _first_batch(config):
   splits = datasets.load_splits(config)
-  return next(datasets.make_loader(config, splits.train, config.batch_size,
+  return next(datasets.make_loader(config, splits.train, config.run.batch_size,
                                    'train').train_batches())
 
 

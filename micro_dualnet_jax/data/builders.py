@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ import tensorflow_datasets as tfds
 
 from micro_dualnet_jax.data.clip import Clip
 from micro_dualnet_jax.data.readers import imigue, ma52, nwucla
+from micro_dualnet_jax.errors import ConfigError
 from micro_dualnet_jax.skeleton import get_layout
 
 VERSION = tfds.core.Version('1.0.0')
@@ -257,7 +258,7 @@ class SyntheticConfig(tfds.core.BuilderConfig):
 
   def __post_init__(self):
     if self.num_train < 1 or self.num_test < 1:
-      raise ValueError(f'num_train and num_test must be >= 1, got {self.num_train}, '
+      raise ConfigError(f'num_train and num_test must be >= 1, got {self.num_train}, '
                        f'{self.num_test}')
     get_layout(self.layout)  # unknown layouts fail here, listing the known ones
     self.name = synthetic_config_name(self.num_train, self.num_test, self.seed, self.layout)
@@ -300,7 +301,3 @@ class SkeletonSynthetic(ClipDatasetBuilder):
     cfg = self.builder_config
     num_clips = cfg.num_train if split == 'train' else cfg.num_test
     return synthetic.generate_split(split, num_clips=num_clips, seed=cfg.seed, layout=cfg.layout)
-
-
-BUILDERS: Mapping[str, type[ClipDatasetBuilder]] = {
-    'imigue': Imigue, 'ma52': Ma52, 'nwucla': Nwucla, 'synthetic': SkeletonSynthetic}

@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 
 
-class DataFormatError(ValueError):
-  """Malformed input data. The message names the file (and row, sample or clip) and the problem."""
+from micro_dualnet_jax.errors import DataFormatError  # noqa: F401  (readers import it from here)
 
 
 @dataclasses.dataclass

@@ -7,8 +7,10 @@ lines. `load_split` opens a prepared split for random access.
 
 Where the files are looked for, in order:
   manual_dir given:  manual_dir, then manual_dir/<name>
-  manual_dir None:   <data_dir>/downloads/manual/<name>, then <data_dir>/downloads/manual
-                     (NW-UCLA also: ../shared/datasets/nw_ucla from the project root)
+  manual_dir None:   <data_dir>/downloads/manual/<name>, then <data_dir>/downloads/manual,
+                     then the spec's own folders (NW-UCLA: ../shared/datasets/nw_ucla from the
+                     project root)
+What each dataset is (its reader dispatch, options, builder) is its `registry.DatasetSpec`.
 """
 
 from __future__ import annotations
@@ -20,119 +22,65 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from micro_dualnet_jax.data import builders
-from micro_dualnet_jax.data.readers import imigue, ma52, nwucla
+from micro_dualnet_jax.data import builders, registry
+from micro_dualnet_jax.data.registry import imigue_release  # noqa: F401  (re-exported)
+from micro_dualnet_jax.errors import ConfigError, DatasetNotFoundError
 
 # Canonical split order of the stats; any other split name follows in name order.
 SPLIT_ORDER = ('train', 'validation', 'test')
 # Split names people use for the same thing.
 SPLIT_ALIASES = {'val': 'validation', 'valid': 'validation', 'validate': 'validation'}
-_SYNTHETIC_OPTIONS = ('num_train', 'num_test', 'seed', 'layout')
-# Where NW-UCLA is kept beside the project (its default manual_dir).
-_SHARED_NWUCLA = pathlib.Path(__file__).resolve().parents[2] / '..' / 'shared' / 'datasets' / (
-    'nw_ucla')
 
 
-class DatasetNotFoundError(FileNotFoundError):
-  """The released files of a dataset are not where prepare looked; the message says what to do."""
-
-
-def dataset_names() -> tuple[str, ...]:
-  return tuple(builders.BUILDERS)
-
-
-def _builder_cls(name: str) -> type[builders.ClipDatasetBuilder]:
-  if name not in builders.BUILDERS:
-    raise ValueError(f'unknown dataset {name!r}; known datasets: {list(builders.BUILDERS)}')
-  return builders.BUILDERS[name]
-
-
-def _candidates(name: str, manual_dir: str | None, data_dir: str) -> list[pathlib.Path]:
+def _candidates(spec: registry.DatasetSpec, manual_dir: str | None,
+                data_dir: str) -> list[pathlib.Path]:
   if manual_dir is not None:
-    return [pathlib.Path(manual_dir), pathlib.Path(manual_dir) / name]
+    return [pathlib.Path(manual_dir), pathlib.Path(manual_dir) / spec.name]
   default = pathlib.Path(data_dir) / 'downloads' / 'manual'
-  extra = [_SHARED_NWUCLA.resolve()] if name == 'nwucla' else []
-  return [default / name, default, *extra]
+  return [default / spec.name, default, *spec.manual_dirs]
 
 
-def imigue_release(root: pathlib.Path, source: str | None = None) -> str | None:
-  """Which iMiGUE release `root` holds: 'raw', 'processed', or None for neither.
-
-  Args:
-    source: 'raw' or 'processed' to look for that release alone (needed when both are present).
-  """
-  found = {'raw': imigue.raw_splits(root), 'processed': imigue.processed_splits(root)}
-  if source is not None:
-    return source if found[source] else None
-  if found['raw'] and found['processed']:
-    raise ValueError(
-        f'{root} holds both the raw iMiGUE release ({found["raw"]}) and processed arrays '
-        f'({found["processed"]}); choose one with --config.data.options.source=raw or '
-        'source=processed')
-  return next((release for release, splits in found.items() if splits), None)
-
-
-def holds_dataset(name: str, root: pathlib.Path, source: str | None = None) -> bool:
-  """Whether `root` holds released files of dataset `name` (see `imigue_release` for source)."""
-  if not root.is_dir():
-    return False
-  if name == 'imigue':
-    return imigue_release(root, source) is not None
-  if name == 'ma52':
-    return bool(ma52.available_splits(root))
-  if name == 'nwucla':
-    return any(nwucla.sequence_dir(root).glob('*.json'))
-  raise ValueError(f'dataset {name!r} has no released files to look for')
+def holds_dataset(name: str, root: pathlib.Path, **options: Any) -> bool:
+  """Whether `root` holds released files of dataset `name` (options: e.g. iMiGUE's source)."""
+  spec = registry.get_spec(name)
+  if spec.find_release is None:
+    raise ValueError(f'dataset {name!r} has no released files to look for')
+  return root.is_dir() and spec.find_release(root, options)[0]
 
 
 def find_manual_dir(name: str, manual_dir: str | None, data_dir: str,
-                    source: str | None = None) -> tuple[pathlib.Path, str | None]:
+                    **options: Any) -> tuple[pathlib.Path, str | None]:
   """The first candidate folder that holds dataset `name`, and the builder config that reads it.
 
   Args:
-    source: iMiGUE only, 'raw' or 'processed' to choose when a folder holds both.
+    options: the dataset's options (iMiGUE: source, 'raw' or 'processed', to choose when a
+      folder holds both).
 
   Returns:
-    (folder, config): config is the iMiGUE release, None for single-config datasets.
+    (folder, config): config is the builder config reading the folder (the iMiGUE release),
+    None for single-config datasets.
 
   Raises:
     DatasetNotFoundError: nothing recognisable was found; the message lists the folders searched
       and the builder's download instructions.
   """
-  cls = _builder_cls(name)
-  searched = _candidates(name, manual_dir, data_dir)
+  spec = registry.get_spec(name)
+  searched = _candidates(spec, manual_dir, data_dir)
   for root in searched:
-    if holds_dataset(name, root, source):
-      return root, imigue_release(root, source) if name == 'imigue' else None
+    if root.is_dir():
+      found, config = spec.find_release(root, options)
+      if found:
+        return root, config
   raise DatasetNotFoundError(
       f'No {name} files found. Looked in: {", ".join(str(p) for p in searched)}.\n'
-      f'{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}')
-
-
-def _synthetic_config(options: dict[str, Any]) -> builders.SyntheticConfig:
-  unknown = set(options) - set(_SYNTHETIC_OPTIONS)
-  if unknown:
-    raise ValueError(f'unknown synthetic options {sorted(unknown)}; known: {_SYNTHETIC_OPTIONS}')
-  return builders.SyntheticConfig(**options)
-
-
-def _check_options(name: str, options: dict[str, Any]) -> str | None:
-  """Validates `options` for a real dataset; returns the iMiGUE `source` choice if given."""
-  allowed = ('source',) if name == 'imigue' else ()
-  unknown = set(options) - set(allowed)
-  if unknown:
-    raise ValueError(f'unknown options {sorted(unknown)} for dataset {name!r}; known: {allowed}')
-  source = options.get('source')
-  if source not in (None, 'raw', 'processed'):
-    raise ValueError(f'iMiGUE source must be "raw" or "processed", got {source!r}')
-  return source
+      f'{spec.builder_class().MANUAL_DOWNLOAD_INSTRUCTIONS}')
 
 
 def make_builder(name: str, data_dir: str, config: str | builders.SyntheticConfig | None = None
                  ) -> builders.ClipDatasetBuilder:
   """The TFDS builder of dataset `name` (array_record files under `data_dir`)."""
   kwargs = {} if config is None else {'config': config}
-  return _builder_cls(name)(data_dir=data_dir, **kwargs)
+  return registry.get_spec(name).builder_class()(data_dir=data_dir, **kwargs)
 
 
 def _ordered(splits: Sequence[str]) -> list[str]:
@@ -180,10 +128,12 @@ def prepare_dataset(name: str, manual_dir: str | None, data_dir: str,
   A dataset already prepared in `data_dir` is reused as it is (TFDS semantics); delete
   `<data_dir>/<builder name>/<config>/` to rebuild it from changed files.
   """
-  if name == 'synthetic':
-    builder, root = make_builder(name, data_dir, _synthetic_config(options)), None
+  spec = registry.get_spec(name)
+  spec.check_options(options)
+  if spec.generated_config is not None:
+    builder, root = make_builder(name, data_dir, spec.generated_config(options)), None
   else:
-    root, config = find_manual_dir(name, manual_dir, data_dir, _check_options(name, options))
+    root, config = find_manual_dir(name, manual_dir, data_dir, **options)
     builder = make_builder(name, data_dir, config)
   # TFDS statistics would need TensorFlow; split_stats below reports what matters here.
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
@@ -194,18 +144,26 @@ def prepare_dataset(name: str, manual_dir: str | None, data_dir: str,
           for split in _ordered(list(builder.info.splits))]
 
 
-def _prepared_imigue_config(data_dir: str, source: str | None) -> str:
-  if source is not None:
-    return source
-  prepared = [c.name for c in builders.Imigue.BUILDER_CONFIGS
-              if make_builder('imigue', data_dir, c.name).is_prepared()]
+def _prepared_config(spec: registry.DatasetSpec, data_dir: str,
+                     options: dict[str, Any]) -> Any:
+  """The builder config a prepared split is read with: the generated dataset's, the one its
+  options choose (spec.config_option), or the only one prepared in `data_dir`."""
+  if spec.generated_config is not None:
+    return spec.generated_config(options)
+  names = [c.name for c in spec.builder_class().BUILDER_CONFIGS]
+  if not names:
+    return None
+  if spec.config_option and options.get(spec.config_option) is not None:
+    return options[spec.config_option]
+  prepared = [n for n in names if make_builder(spec.name, data_dir, n).is_prepared()]
   if not prepared:
     raise DatasetNotFoundError(
-        f'imigue is not prepared in {data_dir}; run prepare_dataset("imigue", manual_dir, '
-        f'{data_dir!r}) (main.py --mode=prepare) first')
+        f'{spec.name} is not prepared in {data_dir}; run prepare_dataset({spec.name!r}, '
+        f'manual_dir, {data_dir!r}) (main.py --mode=prepare) first')
   if len(prepared) > 1:
-    raise ValueError(f'{data_dir} holds {len(prepared)} prepared iMiGUE configs {prepared}; '
-                     'pass source="raw" or source="processed"')
+    raise ConfigError(f'{data_dir} holds {len(prepared)} prepared {spec.title} configs '
+                     f'{prepared}; pass ' + ' or '.join(
+                         f'{spec.config_option}="{n}"' for n in prepared))
   return prepared[0]
 
 
@@ -219,14 +177,9 @@ def load_split(name: str, split: str, data_dir: str, **options: Any) -> Sequence
     **options: the same options prepare_dataset got ('synthetic': sizes, seed, layout; 'imigue':
       source, needed only when both configs were prepared).
   """
-  if name == 'synthetic':
-    config: str | builders.SyntheticConfig | None = _synthetic_config(options)
-  elif name == 'imigue':
-    config = _prepared_imigue_config(data_dir, _check_options(name, options))
-  else:
-    _check_options(name, options)
-    config = None
-  builder = make_builder(name, data_dir, config)
+  spec = registry.get_spec(name)
+  spec.check_options(options)
+  builder = make_builder(name, data_dir, _prepared_config(spec, data_dir, options))
   if not builder.is_prepared():
     raise DatasetNotFoundError(
         f'{name} ({builder.info.full_name}) is not prepared in {data_dir}; run '
@@ -236,6 +189,6 @@ def load_split(name: str, split: str, data_dir: str, **options: Any) -> Sequence
   base, bracket, rest = split.partition('[')
   base = SPLIT_ALIASES.get(base, base)
   if base not in builder.info.splits:
-    raise ValueError(
+    raise ConfigError(
         f'{name} has no split {base!r}; prepared splits: {_ordered(list(builder.info.splits))}')
   return builder.as_data_source(base + bracket + rest)

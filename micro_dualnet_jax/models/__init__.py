@@ -1,6 +1,6 @@
 """Micro-DualNet model modules (Flax NNX): the model and the pieces it is built from."""
 
-from micro_dualnet_jax.models.config import DTYPES, FUSIONS, PATHS, ModelConfig
+from micro_dualnet_jax.config.model import DTYPES, FUSIONS, PATHS, ModelConfig
 from micro_dualnet_jax.models.embedding import (EntityEmbedding, GlobalToken, PerEntityLinear,
                                                 masked_mean, split_keypoints)
 from micro_dualnet_jax.models.functional import apply, init

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from micro_dualnet_jax import validation as check
-from micro_dualnet_jax.models.config import check_joint_features
+from micro_dualnet_jax.config import checks as check
+from micro_dualnet_jax.config.model import check_joint_features
 from micro_dualnet_jax.models.transformer import dense, token_dense
 from micro_dualnet_jax.skeleton import Layout, get_layout
 

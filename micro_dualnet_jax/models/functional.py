@@ -17,7 +17,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-from micro_dualnet_jax.models.config import ModelConfig
+from micro_dualnet_jax.config.model import ModelConfig
 from micro_dualnet_jax.models.micro_dualnet import MicroDualNet
 
 

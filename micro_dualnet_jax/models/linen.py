@@ -16,7 +16,7 @@ import jax
 from flax import linen
 from flax.nnx import bridge
 
-from micro_dualnet_jax.models.config import ModelConfig
+from micro_dualnet_jax.config.model import ModelConfig
 from micro_dualnet_jax.models.micro_dualnet import MicroDualNet
 
 

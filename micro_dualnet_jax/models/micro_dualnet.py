@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from micro_dualnet_jax import validation as check
-from micro_dualnet_jax.models.config import ModelConfig
+from micro_dualnet_jax.config import checks as check
+from micro_dualnet_jax.config.model import ModelConfig
 from micro_dualnet_jax.models.embedding import EntityEmbedding, GlobalToken, masked_mean
 from micro_dualnet_jax.models.routing import make_fusion
 from micro_dualnet_jax.models.transformer import MLP, TransformerStack, attention_axis

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from micro_dualnet_jax import validation as check
-from micro_dualnet_jax.models.config import FUSIONS
+from micro_dualnet_jax.config import checks as check
+from micro_dualnet_jax.config.model import FUSIONS
 from micro_dualnet_jax.models.embedding import PerEntityLinear
 
 

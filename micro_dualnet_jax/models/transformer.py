@@ -27,9 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from micro_dualnet_jax import validation as check
+from micro_dualnet_jax.config import checks as check
 
-AXES = ('entity', 'time')
 # The paper's names for the two attention axes, accepted wherever an axis is named.
 AXIS_ALIASES = {'entity': 'entity', 'spatial': 'entity', 'time': 'time', 'temporal': 'time'}
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from micro_dualnet_jax.errors import LayoutError
+
 # Canonical entity order. Entity index k in the model follows this order, restricted to the
 # entities a layout defines (upper-body layouts have no "lower_body", so K = 5).
 ENTITY_ORDER: tuple[str, ...] = (
@@ -23,8 +25,6 @@ ENTITY_ORDER: tuple[str, ...] = (
 ENTITY_FLIP_PAIRS: tuple[tuple[str, str], ...] = (('left_hand', 'right_hand'),)
 
 
-class LayoutError(ValueError):
-  """A layout table entry is inconsistent (raised at registration, naming the layout)."""
 
 
 @dataclasses.dataclass(frozen=True)

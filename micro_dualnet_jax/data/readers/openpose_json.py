@@ -28,6 +28,7 @@ import numpy as np
 
 from micro_dualnet_jax.data.clip import Clip, DataFormatError
 from micro_dualnet_jax.data.readers._common import best_person, first_non_finite
+from micro_dualnet_jax.errors import InputError
 from micro_dualnet_jax.skeleton import get_layout
 
 FRAME_FILE = re.compile(r'(?P<video>.+)_(?P<frame>\d{12})_keypoints\.json')
@@ -120,7 +121,7 @@ def _video_clip(folder: PathLike, video: str, frames: Mapping[int, pathlib.Path]
   """The Clip of one video given its {frame number: path} files (see read_openpose_video)."""
   target = get_layout(layout)
   if target.coord_dims != 2:
-    raise ValueError(f'OpenPose output is 2D; layout {layout!r} is {target.coord_dims}D')
+    raise InputError(f'OpenPose output is 2D; layout {layout!r} is {target.coord_dims}D')
   index = target.map_from(get_layout(_FULL_LAYOUT))
   first, last = min(frames), max(frames)
   for number in range(first, last + 1):
@@ -166,7 +167,7 @@ def read_openpose_video(
   videos = frame_files(folder)
   if video is None:
     if len(videos) != 1:
-      raise ValueError(f'{folder} holds {len(videos)} videos {sorted(videos)}; name one')
+      raise InputError(f'{folder} holds {len(videos)} videos {sorted(videos)}; name one')
     video = next(iter(videos))
   if video not in videos:
     raise DataFormatError(f'{folder}: no frame files for video {video!r}; found {sorted(videos)}')

@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from micro_dualnet_jax.data.clip import Clip, DataFormatError
-
-ARRAY_KEYS = ('keypoints', 'confidence', 'num_frames', 'label', 'weight', 'index')
+from micro_dualnet_jax.data.clip import Clip
+from micro_dualnet_jax.errors import ConfigError, DataFormatError
 
 
 class Loader:
@@ -49,7 +48,7 @@ class Loader:
                process_index: int = 0, process_count: int = 1, num_classes: int | None = None,
                unlabelled: bool = False, name: str = 'data'):
     if global_batch_size % process_count:
-      raise ValueError(f'batch_size {global_batch_size} is not divisible by the '
+      raise ConfigError(f'batch_size {global_batch_size} is not divisible by the '
                        f'{process_count} processes')
     if len(source) == 0:
       raise DataFormatError(f'{name}: the split is empty')

@@ -1,6 +1,6 @@
-"""Argument checks shared by the config dataclasses and the module constructors.
+"""Argument checks shared by the config dataclasses and the module constructors (no JAX).
 
-Each check raises `ValueError` naming the argument and the value it got, e.g.
+Each check raises `ConfigError` (a ValueError and a `UserError`) naming the argument and the value it got, e.g.
 `width must be a positive integer, got 0`. `section` prefixes every message raised inside it
 with what is being checked (`invalid model config: width must be ...`).
 """
@@ -11,6 +11,8 @@ import contextlib
 import numbers
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+from micro_dualnet_jax.errors import ConfigError
 
 
 def _is_int(value: Any) -> bool:
@@ -25,13 +27,13 @@ def integer(name: str, value: Any, minimum: int | None = None) -> int:
   """An int (not a bool, not 2.5), >= minimum when given."""
   if not _is_int(value) or (minimum is not None and value < minimum):
     bound = '' if minimum is None else f' >= {minimum}'
-    raise ValueError(f'{name} must be an integer{bound}, got {value!r}')
+    raise ConfigError(f'{name} must be an integer{bound}, got {value!r}')
   return int(value)
 
 
 def positive_int(name: str, value: Any) -> int:
   if not _is_int(value) or value < 1:
-    raise ValueError(f'{name} must be a positive integer, got {value!r}')
+    raise ConfigError(f'{name} must be a positive integer, got {value!r}')
   return int(value)
 
 
@@ -46,38 +48,38 @@ def number_in(name: str, value: Any, low: float | None = None, high: float | Non
   if not ok:
     interval = ('(' if low_open else '[') + ('-inf' if low is None else f'{low:g}') + ', ' + (
         'inf' if high is None else f'{high:g}') + (')' if high_open or high is None else ']')
-    raise ValueError(f'{name} must be a number in {interval}, got {value!r}')
+    raise ConfigError(f'{name} must be a number in {interval}, got {value!r}')
   return float(value)
 
 
 def positive(name: str, value: Any) -> float:
   if not _is_number(value) or not value > 0:
-    raise ValueError(f'{name} must be a number > 0, got {value!r}')
+    raise ConfigError(f'{name} must be a number > 0, got {value!r}')
   return float(value)
 
 
 def non_negative(name: str, value: Any) -> float:
   if not _is_number(value) or not value >= 0:
-    raise ValueError(f'{name} must be a number >= 0, got {value!r}')
+    raise ConfigError(f'{name} must be a number >= 0, got {value!r}')
   return float(value)
 
 
 def boolean(name: str, value: Any) -> bool:
   if not isinstance(value, bool):
-    raise ValueError(f'{name} must be True or False, got {value!r}')
+    raise ConfigError(f'{name} must be True or False, got {value!r}')
   return value
 
 
 def one_of(name: str, value: Any, choices: Iterable[Any]) -> Any:
   choices = tuple(choices)
   if value not in choices:
-    raise ValueError(f'{name} must be one of {choices}, got {value!r}')
+    raise ConfigError(f'{name} must be one of {choices}, got {value!r}')
   return value
 
 
 def divisible(name: str, value: int, by_name: str, by: int) -> None:
   if value % by:
-    raise ValueError(f'{name} ({value}) must be divisible by {by_name} ({by})')
+    raise ConfigError(f'{name} ({value}) must be divisible by {by_name} ({by})')
 
 
 @contextlib.contextmanager
@@ -89,4 +91,4 @@ def section(what: str) -> Iterator[None]:
     message = str(error)
     if message.startswith('invalid '):
       raise
-    raise ValueError(f'invalid {what}: {message}') from None
+    raise ConfigError(f'invalid {what}: {message}') from None

@@ -1,10 +1,12 @@
-"""Building the frozen config dataclasses from ml_collections ConfigDicts or plain mappings."""
+"""Building the frozen config dataclasses from plain mappings, and dotted-key access."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
+
+from micro_dualnet_jax.errors import ConfigError
 
 
 def dataclass_kwargs(cls: type, values: Mapping[str, Any] | Any, what: str) -> dict[str, Any]:
@@ -17,7 +19,7 @@ def dataclass_kwargs(cls: type, values: Mapping[str, Any] | Any, what: str) -> d
   known = {f.name for f in dataclasses.fields(cls)}
   unknown = sorted(set(values) - known)
   if unknown:
-    raise ValueError(f'unknown {what} {unknown}; known: {sorted(known)}')
+    raise ConfigError(f'unknown {what} {unknown}; known: {sorted(known)}')
   return values
 
 

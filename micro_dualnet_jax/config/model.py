@@ -6,8 +6,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from micro_dualnet_jax import validation as check
-from micro_dualnet_jax.config_utils import dataclass_kwargs
+from micro_dualnet_jax.config import checks as check
+from micro_dualnet_jax.config.dicts import dataclass_kwargs
+from micro_dualnet_jax.errors import ConfigError
 from micro_dualnet_jax.skeleton import get_layout
 
 JOINT_FEATURES = ('center', 'root', 'position', 'velocity', 'confidence')
@@ -16,11 +17,11 @@ JOINT_FEATURES = ('center', 'root', 'position', 'velocity', 'confidence')
 def check_joint_features(features: Any) -> tuple[str, ...]:
   """A non-empty tuple of distinct names from JOINT_FEATURES, in the given order."""
   if isinstance(features, str) or not features:
-    raise ValueError(f'joint_features must be a non-empty sequence of {JOINT_FEATURES}, got '
+    raise ConfigError(f'joint_features must be a non-empty sequence of {JOINT_FEATURES}, got '
                      f'{features!r}')
   features = tuple(features)
   if any(f not in JOINT_FEATURES for f in features) or len(set(features)) != len(features):
-    raise ValueError(f'joint_features must be distinct names from {JOINT_FEATURES}, got '
+    raise ConfigError(f'joint_features must be distinct names from {JOINT_FEATURES}, got '
                      f'{features!r}')
   return features
 
@@ -83,21 +84,21 @@ class ModelConfig:
   def __post_init__(self):
     with check.section('model config'):
       if not isinstance(self.layout, str):
-        raise ValueError(f'layout must be a layout name, got {self.layout!r}')
+        raise ConfigError(f'layout must be a layout name, got {self.layout!r}')
       layout = get_layout(self.layout)  # raises on an unknown layout, naming the known ones
       if self.entities is not None:
         if isinstance(self.entities, str):
-          raise ValueError(f'entities must be a sequence of entity names, got {self.entities!r}')
+          raise ConfigError(f'entities must be a sequence of entity names, got {self.entities!r}')
         object.__setattr__(self, 'entities', tuple(self.entities))
         if not self.entities:
-          raise ValueError('entities must name at least one entity (None: all of them)')
+          raise ConfigError('entities must name at least one entity (None: all of them)')
         layout.entity_index_table(self.entities)  # raises on unknown entities
       check.integer('num_classes', self.num_classes, minimum=2)
       check.positive_int('num_frames', self.num_frames)
       check.positive_int('width', self.width)
       check.positive_int('num_heads', self.num_heads)
       if self.width % 2:
-        raise ValueError(f'width must be even, got {self.width}')
+        raise ConfigError(f'width must be even, got {self.width}')
       check.divisible('width', self.width, 'num_heads', self.num_heads)
       check.positive_int('spatial_layers', self.spatial_layers)
       check.positive_int('temporal_layers', self.temporal_layers)
@@ -114,13 +115,13 @@ class ModelConfig:
       check.one_of('dtype', self.dtype, DTYPES)
       for name in ('mac_projection', 'path_heads'):
         if getattr(self, name) and self.paths != 'dual':
-          raise ValueError(
+          raise ConfigError(
               f'{name}=True needs both paths, got paths={self.paths!r}: set {name}=False (in a '
               "run config, loss.mac='none')")
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> 'ModelConfig':
-    """Builds from a dict or `ml_collections.ConfigDict`; unknown keys are refused by name."""
+    """Builds from a mapping; unknown keys are refused by name."""
     values = dataclass_kwargs(cls, values, 'model config keys')
     for key in ('entities', 'joint_features'):
       if isinstance(values.get(key), list):
