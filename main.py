@@ -33,6 +33,9 @@ flags.DEFINE_string('output', None, 'predict/export/eval: output folder (default
                     '--workdir; eval: --workdir itself).')
 flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'eval: the best checkpoint (by '
                   'config.best_metric) or the latest one (the final step of a finished run).')
+flags.DEFINE_string('fit_weights_on', None, 'ensemble: comma-separated held-out runs, one per '
+                    '--input member in the same order, scored on a split the ensemble is not; '
+                    'the stream weights are fitted on them (micro_dualnet_jax/ensemble.py).')
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -57,7 +60,8 @@ def main(argv):
   overrides = config_flags.get_override_values(FLAGS['config'])
   cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, input_path=FLAGS.input,
           output_dir=FLAGS.output, checkpoint=FLAGS.checkpoint,
-          config_given=FLAGS['config'].present > 0 or bool(overrides), overrides=overrides)
+          config_given=FLAGS['config'].present > 0 or bool(overrides), overrides=overrides,
+          fit_weights_on=FLAGS.fit_weights_on)
 
 
 if __name__ == '__main__':

@@ -22,13 +22,15 @@ def fail(message: str) -> None:
 def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
         input_path: str | None = None, output_dir: str | None = None,
         checkpoint: str = 'best', config_given: bool = True,
-        overrides: dict[str, Any] | None = None) -> None:
+        overrides: dict[str, Any] | None = None, fit_weights_on: str | None = None) -> None:
   """Runs `mode`; user errors (bad data, bad config, bad work directory) exit 2 with one line.
 
   config_given: whether --config (or a --config.* override) was on the command line. eval,
   predict and export read the model from the run's config.json; a config given is compared with
   it (a differing model is noted and ignored). overrides: the --config.* values given
   explicitly; eval takes its evaluation settings (evaluate.EVAL_SETTINGS) from these alone.
+  fit_weights_on: ensemble only, the held-out members the stream weights are fitted on
+  (micro_dualnet_jax/ensemble.py).
   """
   # Imported here so `--help` and flag errors stay fast; only training imports train.py.
   from micro_dualnet_jax.data import prepare  # pylint: disable=g-import-not-at-top
@@ -47,6 +49,8 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
       return
     if not workdir:
       raise ValueError(f'--workdir is required for --mode={mode}')
+    if fit_weights_on and mode != 'ensemble':
+      raise ValueError(f'--fit_weights_on is for --mode=ensemble, not --mode={mode}')
     if mode == 'train':
       from micro_dualnet_jax import train  # pylint: disable=g-import-not-at-top
       train.train_and_evaluate(config, workdir)
@@ -67,11 +71,13 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
     elif mode == 'ensemble':
       from micro_dualnet_jax import ensemble  # pylint: disable=g-import-not-at-top
       from micro_dualnet_jax.data import datasets  # pylint: disable=g-import-not-at-top
-      members = ensemble.parse_members(input_path)
+      members = ensemble.parse_members(input_path, weighted=not fit_weights_on)
+      heldout = ensemble.parse_heldout(fit_weights_on) if fit_weights_on else None
       # Without --config the dataset is the members' own (their config.json).
       dataset = config.data.name if config_given else ensemble.member_dataset(members[0][0])
       summary = ensemble.run_ensemble(members, output_dir or workdir, dataset=dataset,
-                                      class_names=datasets.class_names(dataset))
+                                      class_names=datasets.class_names(dataset),
+                                      heldout=heldout)
       print(json.dumps(summary), flush=True)
   except (DataFormatError, prepare.DatasetNotFoundError, TrainingError, CheckpointReadError,
           ValueError) as error:
