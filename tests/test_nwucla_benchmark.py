@@ -48,7 +48,7 @@ def test_run_name_is_one_path_component_whatever_set_holds():
 def test_run_json_names_the_device_of_the_run(tmp_path):
   # The run JSON said 'cpu' whatever the run trained on before bff65ed; it now copies the
   # device the run's summary.json records. main.py is replaced by a fake finished run of 2 seeds.
-  out = _run(f"""
+  out = _run("""
       from micro_dualnet_jax import ensemble
       from micro_dualnet_jax.rundir import RunDir
       from configs import smoke
@@ -63,18 +63,18 @@ def test_run_json_names_the_device_of_the_run(tmp_path):
         workdir = next(c.split('=', 1)[1] for c in command if c.startswith('--workdir='))
         run = RunDir(workdir)
         run.write(smoke.get_config(), kind='seeds', seeds=[0, 1], package_version='test')
-        for seed, seed_run in zip([0, 1], [RunDir(os.path.join(workdir, f'seed_{{s}}'))
+        for seed, seed_run in zip([0, 1], [RunDir(os.path.join(workdir, f'seed_{s}'))
                                            for s in (0, 1)]):
           seed_run.write(smoke.get_config(), kind='run', seeds=[seed], package_version='test')
           logits = np.eye(10)[[0, 1, seed + 1]] * 5.0   # NW-UCLA: 10 classes
           outputs(seed_run.path, logits)
           outputs(os.path.join(seed_run.path, 'views_c1'), logits)
-        run.write_summary({{'step': 10, 'wall_time_s': 1.5, 'device': 'gpu: NVIDIA H200'}})
+        run.write_summary({'step': 10, 'wall_time_s': 1.5, 'device': 'gpu: NVIDIA H200'})
         return 0
 
       nwucla.subprocess.call = fake_main
       record = nwucla.run_one('base', 'joint')
-      print(json.dumps({{'device': record['device'], 'top1': record['top1']}}))
+      print(json.dumps({'device': record['device'], 'top1': record['top1']}))
       """, f'--workdir_root={tmp_path / "runs"}', f'--results={tmp_path / "results"}',
              '--num_seeds=2', '--split=selection')
   assert out['device'] == 'gpu: NVIDIA H200'
