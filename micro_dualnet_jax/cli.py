@@ -22,7 +22,8 @@ def fail(message: str) -> None:
 def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
         input_path: str | None = None, output_dir: str | None = None,
         checkpoint: str = 'best', config_given: bool = True,
-        overrides: dict[str, Any] | None = None, fit_weights_on: str | None = None) -> None:
+        overrides: dict[str, Any] | None = None, fit_weights_on: str | None = None,
+        export_format: str = 'jax') -> None:
   """Runs `mode`; user errors (bad data, bad config, bad work directory) exit 2 with one line.
 
   config_given: whether --config (or a --config.* override) was on the command line. eval,
@@ -30,7 +31,7 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
   it (a differing model is noted and ignored). overrides: the --config.* values given
   explicitly; eval takes its evaluation settings (evaluate.EVAL_SETTINGS) from these alone.
   fit_weights_on: ensemble only, the held-out members the stream weights are fitted on
-  (micro_dualnet_jax/ensemble.py).
+  (micro_dualnet_jax/ensemble.py). export_format: export only, 'jax' or 'onnx'.
   """
   # Imported here so `--help` and flag errors stay fast; only training imports train.py.
   from micro_dualnet_jax.data import prepare  # pylint: disable=g-import-not-at-top
@@ -51,6 +52,8 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
       raise ValueError(f'--workdir is required for --mode={mode}')
     if fit_weights_on and mode != 'ensemble':
       raise ValueError(f'--fit_weights_on is for --mode=ensemble, not --mode={mode}')
+    if export_format != 'jax' and mode != 'export':
+      raise ValueError(f'--export_format is for --mode=export, not --mode={mode}')
     if mode == 'train':
       from micro_dualnet_jax import train  # pylint: disable=g-import-not-at-top
       train.train_and_evaluate(config, workdir)
@@ -67,7 +70,8 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
                           compare_model=config_given)
     elif mode == 'export':
       from micro_dualnet_jax import export  # pylint: disable=g-import-not-at-top
-      export.run_export(config if config_given else None, workdir, output_dir)
+      export.run_export(config if config_given else None, workdir, output_dir,
+                        export_format=export_format)
     elif mode == 'ensemble':
       from micro_dualnet_jax import ensemble  # pylint: disable=g-import-not-at-top
       from micro_dualnet_jax.data import datasets  # pylint: disable=g-import-not-at-top
