@@ -78,9 +78,9 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
       members = ensemble.parse_members(input_path, weighted=not fit_weights_on)
       heldout = ensemble.parse_heldout(fit_weights_on) if fit_weights_on else None
       # Without --config the dataset is the members' own (their config.json).
-      dataset = config.data.name if config_given else ensemble.member_dataset(members[0][0])
-      summary = ensemble.run_ensemble(members, output_dir or workdir, dataset=dataset,
-                                      class_names=datasets.class_names(dataset),
+      data = config.data if config_given else ensemble.member_data(members[0][0])
+      summary = ensemble.run_ensemble(members, output_dir or workdir, dataset=data.name,
+                                      class_names=datasets.class_names(data.name, data.options),
                                       heldout=heldout)
       print(json.dumps(summary), flush=True)
   except (DataFormatError, prepare.DatasetNotFoundError, TrainingError, CheckpointReadError,

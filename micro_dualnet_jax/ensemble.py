@@ -97,9 +97,9 @@ def parse_heldout(spec: str) -> list[str]:
   return paths
 
 
-def member_dataset(workdir: str) -> str:
-  """The dataset a member run was trained on (its config.json)."""
-  return RunDir(workdir).config().data.name
+def member_data(workdir: str) -> Any:
+  """The data section of a member run's config.json (the dataset's name, options, ...)."""
+  return RunDir(workdir).config().data
 
 
 def load_run(workdir: str, weight: float = 1.0) -> RunScores:

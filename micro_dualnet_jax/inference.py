@@ -124,7 +124,7 @@ def restore_model(workdir: str | RunDir, *, which: str = 'best',
 def class_names_for(config: ml_collections.ConfigDict) -> list[str]:
   """The dataset's class names, or 'class_<i>' when the dataset has none of the right count."""
   try:
-    names = datasets.class_names(config.data.name)
+    names = datasets.class_names(config.data.name, config.data.get('options'))
   except KeyError:
     names = []
   if len(names) != config.model.num_classes:

@@ -22,7 +22,8 @@ BLOCK = re.compile(r'^```python\n(.*?)^```', re.S | re.M)
 # Small sizes for each example (the defaults are what a reader would run).
 EXAMPLES = {'own_training_loop.py': ['--steps=20', '--train_clips=64'],
             'reuse_modules.py': ['--steps=5'], 'linen_bridge.py': ['--steps=3'],
-            'predict_recording.py': [], 'onnx_recording.py': []}
+            'predict_recording.py': [], 'clip_folder.py': ['--train_clips=8', '--test_clips=4'],
+            'onnx_recording.py': []}
 # Examples that need an optional extra (requirements-onnx.txt), skipped without it.
 NEEDS_EXTRA = {'onnx_recording.py': ('jax2onnx', 'onnxruntime')}
 

@@ -1,8 +1,9 @@
 """From a run config to loaders: prepare the dataset if needed, open its splits.
 
-config.data: name ('synthetic' | 'imigue' | 'ma52' | 'nwucla'), data_dir (TFDS array_record
-files), manual_dir (the released files; None: searched, see prepare.py), train_split,
-eval_split, max_frames (host padding length L), options (builder options, e.g. synthetic sizes).
+config.data: name ('synthetic' | 'imigue' | 'ma52' | 'nwucla' | 'folder'), data_dir (TFDS
+array_record files), manual_dir (the released files; None: searched, see prepare.py),
+train_split, eval_split, max_frames (host padding length L), options (builder options, e.g.
+synthetic sizes; a folder dataset's class names and layout).
 """
 
 from __future__ import annotations
@@ -34,16 +35,21 @@ class Splits:
     return clip_id.decode() if isinstance(clip_id, bytes) else str(clip_id)
 
 
-def class_names(name: str) -> list[str]:
+def class_names(name: str, options: Any = None) -> list[str]:
+  """The class names of dataset `name`; a folder dataset's are its `options['classes']`
+  (`config.data.options`)."""
   if name == 'synthetic':
     from micro_dualnet_jax.data import synthetic  # pylint: disable=g-import-not-at-top
     return synthetic.class_names()
+  if name == 'folder':
+    return list((options or {}).get('classes') or [])
   return list(builders.BUILDERS[name].CLASS_NAMES)
 
 
 def _load(config: ml_collections.ConfigDict, split: str):
   d = config.data
-  return prepare.load_split(d.name, split, os.path.expanduser(d.data_dir), **d.options.to_dict())
+  return prepare.load_split(d.name, split, os.path.expanduser(d.data_dir),
+                            manual_dir=d.manual_dir or None, **d.options.to_dict())
 
 
 def _ensure_prepared(config: ml_collections.ConfigDict, split: str) -> None:
@@ -64,7 +70,7 @@ def _ensure_prepared(config: ml_collections.ConfigDict, split: str) -> None:
 
 
 def _check_classes(config: ml_collections.ConfigDict) -> list[str]:
-  names = class_names(config.data.name)
+  names = class_names(config.data.name, config.data.options)
   if len(names) != config.model.num_classes:
     raise ValueError(f'dataset {config.data.name!r} has {len(names)} classes but '
                      f'model.num_classes is {config.model.num_classes}')

@@ -21,13 +21,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from micro_dualnet_jax.data import builders
-from micro_dualnet_jax.data.readers import imigue, ma52, nwucla
+from micro_dualnet_jax.data.readers import folder, imigue, ma52, nwucla
 
 # Canonical split order of the stats; any other split name follows in name order.
 SPLIT_ORDER = ('train', 'validation', 'test')
 # Split names people use for the same thing.
 SPLIT_ALIASES = {'val': 'validation', 'valid': 'validation', 'validate': 'validation'}
 _SYNTHETIC_OPTIONS = ('num_train', 'num_test', 'seed', 'layout')
+_FOLDER_OPTIONS = ('classes', 'layout')
 # Where NW-UCLA is kept beside the project (its default manual_dir).
 _SHARED_NWUCLA = pathlib.Path(__file__).resolve().parents[2] / '..' / 'shared' / 'datasets' / (
     'nw_ucla')
@@ -82,6 +83,8 @@ def holds_dataset(name: str, root: pathlib.Path, source: str | None = None) -> b
     return bool(ma52.available_splits(root))
   if name == 'nwucla':
     return any(nwucla.sequence_dir(root).glob('*.json'))
+  if name == 'folder':
+    return folder.labels_path(root).is_file()
   raise ValueError(f'dataset {name!r} has no released files to look for')
 
 
@@ -116,9 +119,25 @@ def _synthetic_config(options: dict[str, Any]) -> builders.SyntheticConfig:
   return builders.SyntheticConfig(**options)
 
 
+def folder_config(root: pathlib.Path, options: dict[str, Any], *,
+                  check_clips: bool = False) -> builders.FolderConfig:
+  """The builder config of the folder dataset in `root` (options: classes, layout). With
+  check_clips, labels.csv and every clip are read and checked first (`folder.check_folder`),
+  so that a bad folder is refused before anything is written."""
+  missing = [key for key in _FOLDER_OPTIONS if not options.get(key)]
+  if missing:
+    raise ValueError(f'the folder dataset needs data.options.{" and data.options.".join(missing)}'
+                     ' (the class names and the joint layout; docs/own_dataset.md)')
+  config = builders.FolderConfig(folder=str(root), classes=tuple(options['classes']),
+                                 layout=options['layout'])
+  if check_clips:
+    folder.check_folder(root, config.classes, config.layout)
+  return config
+
+
 def _check_options(name: str, options: dict[str, Any]) -> str | None:
   """Validates `options` for a real dataset; returns the iMiGUE `source` choice if given."""
-  allowed = ('source',) if name == 'imigue' else ()
+  allowed = {'imigue': ('source',), 'folder': _FOLDER_OPTIONS}.get(name, ())
   unknown = set(options) - set(allowed)
   if unknown:
     raise ValueError(f'unknown options {sorted(unknown)} for dataset {name!r}; known: {allowed}')
@@ -166,12 +185,13 @@ def prepare_dataset(name: str, manual_dir: str | None, data_dir: str,
   """Builds the TFDS dataset `name` from its released files and returns per-split stats.
 
   Args:
-    name: 'imigue', 'ma52', 'nwucla' or 'synthetic'.
+    name: 'imigue', 'ma52', 'nwucla', 'synthetic' or 'folder' (your own, docs/own_dataset.md).
     manual_dir: folder holding the released files (see the module docstring for the search
       order when None). Ignored for 'synthetic'.
     data_dir: TFDS data directory the array_record files are written to.
     **options: 'synthetic': num_train, num_test, seed, layout. 'imigue': source ('raw' or
-      'processed') only when the folder holds both.
+      'processed') only when the folder holds both. 'folder': classes (the class names) and
+      layout; every clip is checked before anything is written.
 
   Returns:
     One dict per split: {"split", "clips", "class_counts", "frames": {"min", "median", "max"}}
@@ -184,6 +204,8 @@ def prepare_dataset(name: str, manual_dir: str | None, data_dir: str,
     builder, root = make_builder(name, data_dir, _synthetic_config(options)), None
   else:
     root, config = find_manual_dir(name, manual_dir, data_dir, _check_options(name, options))
+    if name == 'folder':
+      config = folder_config(root, options, check_clips=True)
     builder = make_builder(name, data_dir, config)
   # TFDS statistics would need TensorFlow; split_stats below reports what matters here.
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
@@ -209,20 +231,26 @@ def _prepared_imigue_config(data_dir: str, source: str | None) -> str:
   return prepared[0]
 
 
-def load_split(name: str, split: str, data_dir: str, **options: Any) -> Sequence[dict[str, Any]]:
+def load_split(name: str, split: str, data_dir: str, manual_dir: str | None = None,
+               **options: Any) -> Sequence[dict[str, Any]]:
   """Random-access records of a prepared split (`tfds.data_source`; records are dicts of numpy).
 
   Args:
     name: dataset name (as for prepare_dataset).
     split: 'train', 'validation' (aliases 'val', 'valid', 'validate') or 'test'.
     data_dir: the TFDS data directory prepare_dataset wrote to.
+    manual_dir: 'folder' only: the folder prepare_dataset read (which prepared data is its).
     **options: the same options prepare_dataset got ('synthetic': sizes, seed, layout; 'imigue':
-      source, needed only when both configs were prepared).
+      source, needed only when both configs were prepared; 'folder': classes, layout).
   """
   if name == 'synthetic':
-    config: str | builders.SyntheticConfig | None = _synthetic_config(options)
+    config: str | builders.BuilderConfig | None = _synthetic_config(options)
   elif name == 'imigue':
     config = _prepared_imigue_config(data_dir, _check_options(name, options))
+  elif name == 'folder':
+    _check_options(name, options)
+    root, _ = find_manual_dir(name, manual_dir, data_dir)
+    config = folder_config(root, options)
   else:
     _check_options(name, options)
     config = None
