@@ -81,3 +81,34 @@ def test_run_json_names_the_device_of_the_run(tmp_path):
   # Seed 0 is right on 3 of 3 clips, seed 1 on 2 of 3 (66.67): the record is computed from the
   # fake run's outputs, mean and std of the two rounded figures.
   assert out['top1'] == {'mean': 83.34, 'std': 23.57}
+
+
+def test_weights_fitted_on_view2_scores_are_applied_to_the_test_runs(tmp_path):
+  # benchmarks/nwucla_weights.py on hand-made scores files of two streams, two seeds: joint is
+  # right on 3 of 4 clips, bone confidently wrong on 2; equal (and the fixed 0.6 / 0.6) weights
+  # get 2 of 4, weights (0.7, 0.3) all 4 (tests/test_ensemble.py has the same case).
+  out = _run("""
+      import nwucla_weights
+      from micro_dualnet_jax import ensemble
+      probs = {'joint': [[0.6, 0.2, 0.2], [0.2, 0.6, 0.2], [0.2, 0.2, 0.6], [0.3, 0.4, 0.3]],
+               'bone': [[0.05, 0.9, 0.05], [0.05, 0.05, 0.9], [0.3, 0.3, 0.4],
+                        [0.9, 0.05, 0.05]]}
+      for split, eval_split, prefix in (('selection', 'view2', 'v2_'), ('test', 'test', 'v3_')):
+        for stream in ('joint', 'bone'):
+          run = ensemble.RunScores('x', 1.0, np.log(np.asarray(probs[stream])),
+                                   np.array([0, 1, 2, 0]),
+                                   np.array([f'{prefix}{i}' for i in range(4)]), eval_split)
+          folder = os.path.join(nwucla._RESULTS.value, split)
+          os.makedirs(folder, exist_ok=True)
+          nwucla.save_scores(
+              os.path.join(folder, nwucla.run_key('base', stream) + '.scores.npz'),
+              {seed: {'views': run, 'one_view': run} for seed in ('0', '1')})
+      print(json.dumps(nwucla_weights.fitted_record('base', ['joint', 'bone'])))
+      """, f'--results={tmp_path}', '--num_seeds=2')
+  for view in ('views', 'one_view'):
+    record = out['views'][view]
+    assert record['fitted_weights'] == {'joint': 0.7, 'bone': 0.3}
+    assert record['fit']['heldout_split'] == 'view2' and record['fit']['num_heldout_clips'] == 8
+    assert record['fit']['heldout_top1'] == 100.0
+    assert record['test_top1_fitted'] == {'mean': 100.0, 'std': 0.0}
+    assert record['test_top1_fixed'] == record['test_top1_equal'] == {'mean': 50.0, 'std': 0.0}
