@@ -161,7 +161,8 @@ class OnnxModel:
     session: the `onnxruntime.InferenceSession`.
   """
 
-  def __init__(self, folder: str, providers: list[str] | None = None):
+  def __init__(self, folder: str, providers: list[str] | None = None,
+               session_options: Any = None):
     import onnxruntime  # pylint: disable=g-import-not-at-top
     path = os.path.join(folder, ONNX_FILE)
     for needed in (path, os.path.join(folder, LABELS_FILE),
@@ -175,7 +176,7 @@ class OnnxModel:
       self.preprocessing = json.load(f)
     self.entity_names = list(self.preprocessing['entity_names'])
     self.session = onnxruntime.InferenceSession(
-        path, providers=providers or ['CPUExecutionProvider'])
+        path, sess_options=session_options, providers=providers or ['CPUExecutionProvider'])
 
   def __call__(self, keypoints: np.ndarray, frame_mask: np.ndarray) -> dict[str, np.ndarray]:
     """Model inputs (`model_inputs`) -> {'logits' (B, N), 'routing_weights' (B, K, 2)}."""
@@ -231,7 +232,13 @@ class OnnxModel:
                                 for e, w in zip(self.entity_names, out['routing_weights'][0])}}
 
 
-def load_onnx(folder: str, providers: list[str] | None = None) -> OnnxModel:
-  """The export folder's model.onnx, ready to run (`OnnxModel`); providers: onnxruntime's
-  execution providers (default CPU)."""
-  return OnnxModel(folder, providers)
+def load_onnx(folder: str, providers: list[str] | None = None,
+              session_options: Any = None) -> OnnxModel:
+  """The export folder's model.onnx, ready to run (`OnnxModel`).
+
+  providers: onnxruntime's execution providers (default CPU). session_options: an
+  `onnxruntime.SessionOptions`; on a CPU other processes also use, turning the thread pool's
+  spin-waiting off (`add_session_config_entry('session.intra_op.allow_spinning', '0')`) gave
+  1.3x (NW-UCLA model) and 1.4x (default model) lower batch-1 latency on this project's loaded
+  2-core machine (benchmarks/results/onnx_cpu.json)."""
+  return OnnxModel(folder, providers, session_options)
