@@ -40,6 +40,12 @@ flags.DEFINE_string('output', None, 'predict/export/eval: output folder (default
                     '--workdir; eval: --workdir itself).')
 flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'eval: the best checkpoint (by '
                   'config.best_metric) or the latest one (the final step of a finished run).')
+flags.DEFINE_enum('export_format', 'jax', ['jax', 'onnx'], 'export: jax.export artifacts '
+                  '(<workdir>/export) or an ONNX model for onnxruntime (<workdir>/export_onnx; '
+                  'needs pip install -r requirements-onnx.txt).')
+flags.DEFINE_string('fit_weights_on', None, 'ensemble: comma-separated held-out runs, one per '
+                    '--input member in the same order, scored on a split the ensemble is not; '
+                    'the stream weights are fitted on them (micro_dualnet_jax/ensemble.py).')
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -68,7 +74,8 @@ def main(argv):
     cli.fail(str(error))
   cli.run(FLAGS.mode, config, FLAGS.workdir, input_path=FLAGS.input,
           output_dir=FLAGS.output, checkpoint=FLAGS.checkpoint,
-          config_given=FLAGS['config'].present > 0 or bool(overrides), overrides=overrides)
+          config_given=FLAGS['config'].present > 0 or bool(overrides), overrides=overrides,
+          fit_weights_on=FLAGS.fit_weights_on, export_format=FLAGS.export_format)
 
 
 if __name__ == '__main__':

@@ -24,7 +24,8 @@ def fail(message: str) -> None:
 def run(mode: str, config: RunConfig, workdir: str | None, *,
         input_path: str | None = None, output_dir: str | None = None,
         checkpoint: str = 'best', config_given: bool = True,
-        overrides: dict[str, Any] | None = None) -> None:
+        overrides: dict[str, Any] | None = None, fit_weights_on: str | None = None,
+        export_format: str = 'jax') -> None:
   """Runs `mode`; a `UserError` (bad data, config, work directory or argument) exits 2 with one
   line, anything else is a bug and keeps its traceback.
 
@@ -33,6 +34,8 @@ def run(mode: str, config: RunConfig, workdir: str | None, *,
   eval, predict and export read the model from the run's config.json; a config given is compared
   with it (a differing model is noted and ignored). overrides: the --config.* values given
   explicitly; eval takes its evaluation settings (evaluate.EVAL_SETTINGS) from these alone.
+  fit_weights_on: ensemble only, the held-out members the stream weights are fitted on
+  (micro_dualnet_jax/ensemble.py). export_format: export only, 'jax' or 'onnx'.
   """
   # Library warnings (TFDS on every dataset it opens) would bury the run's own output; what a
   # user must see is printed.
@@ -43,7 +46,7 @@ def run(mode: str, config: RunConfig, workdir: str | None, *,
   try:
     _run(mode, config, workdir, input_path=input_path, output_dir=output_dir,
          checkpoint=checkpoint, given=config if config_given else None,
-         overrides=overrides or {})
+         overrides=overrides or {}, fit_weights_on=fit_weights_on, export_format=export_format)
   except UserError as error:
     fail(str(error))
 
@@ -64,7 +67,7 @@ def _compilation_cache(folder: str) -> None:
 
 def _run(mode: str, config: RunConfig, workdir: str | None, *, input_path: str | None,
          output_dir: str | None, checkpoint: str, given: RunConfig | None,
-         overrides: dict[str, Any]) -> None:
+         overrides: dict[str, Any], fit_weights_on: str | None, export_format: str) -> None:
   # Imported per mode so `--help` and flag errors stay fast; only training imports train.py.
   # pylint: disable=g-import-not-at-top
   if mode == 'prepare':
@@ -75,6 +78,10 @@ def _run(mode: str, config: RunConfig, workdir: str | None, *, input_path: str |
     return
   if not workdir:
     raise InputError(f'--workdir is required for --mode={mode}')
+  if fit_weights_on and mode != 'ensemble':
+    raise InputError(f'--fit_weights_on is for --mode=ensemble, not --mode={mode}')
+  if export_format != 'jax' and mode != 'export':
+    raise InputError(f'--export_format is for --mode=export, not --mode={mode}')
   if mode == 'train':
     from micro_dualnet_jax import train
     train.train_and_evaluate(config, workdir)
@@ -90,10 +97,11 @@ def _run(mode: str, config: RunConfig, workdir: str | None, *, input_path: str |
     predict.run_predict(config, workdir, input_path, output_dir, compare_model=given is not None)
   elif mode == 'export':
     from micro_dualnet_jax import export
-    export.run_export(given, workdir, output_dir)
+    export.run_export(given, workdir, output_dir, export_format=export_format)
   elif mode == 'ensemble':
     from micro_dualnet_jax import ensemble
-    members = ensemble.parse_members(input_path)
+    members = ensemble.parse_members(input_path, weighted=not fit_weights_on)
+    heldout = ensemble.parse_heldout(fit_weights_on) if fit_weights_on else None
     # The members' own dataset (their config.json); folders of eval outputs alone take the
     # config's.
     spec = ensemble.member_dataset(members)
@@ -103,6 +111,7 @@ def _run(mode: str, config: RunConfig, workdir: str | None, *, input_path: str |
       raise InputError(f'--config is a {given.data.name!r} config, the ensemble members were '
                        f'trained on {spec.name!r}; leave --config out (the members\' dataset '
                        'is used) or give a config of their dataset')
-    summary = ensemble.run_ensemble(members, output_dir or workdir, spec=spec,
-                                    class_names=ensemble.member_class_names(members, spec))
+    summary = ensemble.run_ensemble(
+        members, output_dir or workdir, spec=spec, heldout=heldout,
+        class_names=ensemble.member_class_names(members, config.data))
     print(json.dumps(summary), flush=True)

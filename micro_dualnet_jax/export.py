@@ -40,6 +40,7 @@ import jax
 import numpy as np
 
 from micro_dualnet_jax.config import RunConfig
+from micro_dualnet_jax.errors import InputError
 
 MODEL_FILE = 'model.jaxexport'
 PIPELINE_FILE = 'pipeline.jaxexport'
@@ -181,6 +182,20 @@ def preprocessing_settings(config: RunConfig) -> dict[str, Any]:
   }
 
 
+def restore_for_export(config: RunConfig | None, workdir: str, *, use_best: bool = True
+                       ) -> tuple[RunConfig, Any, jax.sharding.Mesh]:
+  """(the run's config, its `inference.RestoredModel`, a one-device mesh): the model of
+  `workdir`'s best (else latest) checkpoint, as every export format starts from."""
+  from micro_dualnet_jax import inference, rundir  # pylint: disable=g-import-not-at-top
+  run = rundir.RunDir(workdir)
+  run.require_single_run('export')
+  run_config = inference.run_config(run, config)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',))
+  model = inference.restore_model(run, which='best' if use_best else 'latest', mesh=mesh,
+                                  config=run_config)
+  return run_config, model, mesh
+
+
 def export_workdir(config: RunConfig | None, workdir: str, output_dir: str | None = None, *,
                    use_best: bool = True) -> dict[str, Any]:
   """Exports the trained model of `workdir` into `output_dir` (module docstring).
@@ -197,14 +212,9 @@ def export_workdir(config: RunConfig | None, workdir: str, output_dir: str | Non
   """
   # The model code is needed to export, not to load: imported here, not at module level.
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from micro_dualnet_jax import inference, rundir  # pylint: disable=g-import-not-at-top
+  from micro_dualnet_jax import inference  # pylint: disable=g-import-not-at-top
 
-  run = rundir.RunDir(workdir)
-  run.require_single_run('export')
-  run_config = inference.run_config(run, config)
-  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',))
-  model = inference.restore_model(run, which='best' if use_best else 'latest', mesh=mesh,
-                                  config=run_config)
+  run_config, model, mesh = restore_for_export(config, workdir, use_best=use_best)
   step = model.step
   weights = (model.params, model.model_state)
   leaves, treedef = jax.tree.flatten(weights)
@@ -276,13 +286,25 @@ def _write_standalone_loader(path: str) -> None:
     f.write('\n'.join(source))
 
 
-def run_export(config: RunConfig | None, workdir: str,
-               output_dir: str | None = None) -> dict[str, Any]:
-  """`--mode=export`: exports `workdir`'s model and prints where the files went."""
-  manifest = export_workdir(config, workdir, output_dir)
-  folder = output_dir or os.path.join(workdir, 'export')
+EXPORT_FORMATS = ('jax', 'onnx')
+
+
+def run_export(config: RunConfig | None, workdir: str, output_dir: str | None = None,
+               export_format: str = 'jax') -> dict[str, Any]:
+  """`--mode=export`: exports `workdir`'s model (`export_format` 'jax': this module's
+  artifacts in <workdir>/export; 'onnx': micro_dualnet_jax/export_onnx.py's in
+  <workdir>/export_onnx) and prints where the files went."""
+  if export_format not in EXPORT_FORMATS:
+    raise InputError(f'export format must be one of {EXPORT_FORMATS}, got {export_format!r}')
+  if export_format == 'onnx':
+    from micro_dualnet_jax import export_onnx  # pylint: disable=g-import-not-at-top
+    folder = output_dir or os.path.join(workdir, export_onnx.DEFAULT_FOLDER)
+    manifest = export_onnx.export_workdir(config, workdir, folder)
+  else:
+    folder = output_dir or os.path.join(workdir, 'export')
+    manifest = export_workdir(config, workdir, output_dir)
   print(f'Exported checkpoint step {manifest["checkpoint_step"]} of {workdir} to {folder} '
-        f'(platforms: {", ".join(manifest["platforms"])}):', flush=True)
+        f'({export_format}; platforms: {", ".join(manifest["platforms"])}):', flush=True)
   for name in manifest['files']:
     print(f'  {name}', flush=True)
   return manifest

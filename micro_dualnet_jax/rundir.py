@@ -178,7 +178,7 @@ class RunDir:
     """The class names the run was trained with (run.json), else its dataset's registered
     ones (a run written before run.json recorded them)."""
     names = self.run_info().get('class_names')
-    return list(names) if names else list(self.config().data.spec.class_names)
+    return list(names) if names else self.config().data.class_names
 
   def raw_config(self) -> dict[str, Any] | None:
     """config.json as written (any format), None when there is none."""

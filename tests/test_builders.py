@@ -80,7 +80,9 @@ def test_clip_features_and_example_share_one_spec():
   assert key == 'c' and example['num_frames'] == 3 and example['body_label'] == 2
   assert builders.Imigue.name == 'imigue' and builders.Nwucla.name == 'nwucla'
   for name in registry.dataset_names():
-    assert '@' in registry.get_spec(name).builder_class().CITATION
+    # A folder dataset is the user's own: there is no citation to give for it.
+    cls = registry.get_spec(name).builder_class()
+    assert '@' in cls.CITATION or (name == 'folder' and not cls.CITATION)
   for cls in (builders.Imigue, builders.Ma52, builders.Nwucla):
     assert 'manual folder' in cls.MANUAL_DOWNLOAD_INSTRUCTIONS
 

@@ -7,6 +7,7 @@ minutes.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import re
@@ -21,7 +22,10 @@ BLOCK = re.compile(r'^```python\n(.*?)^```', re.S | re.M)
 # Small sizes for each example (the defaults are what a reader would run).
 EXAMPLES = {'own_training_loop.py': ['--steps=20', '--train_clips=64'],
             'reuse_modules.py': ['--steps=5'], 'linen_bridge.py': ['--steps=3'],
-            'predict_recording.py': []}
+            'predict_recording.py': [], 'clip_folder.py': ['--train_clips=8', '--test_clips=4'],
+            'onnx_recording.py': []}
+# Examples that need an optional extra (requirements-onnx.txt), skipped without it.
+NEEDS_EXTRA = {'onnx_recording.py': ('jax2onnx', 'onnxruntime')}
 
 
 def test_every_reference_points_inside_the_repository():
@@ -50,7 +54,11 @@ def test_every_example_is_covered():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('script', sorted(EXAMPLES))
+@pytest.mark.parametrize('script', [
+    pytest.param(name, marks=pytest.mark.skipif(
+        not all(importlib.util.find_spec(m) for m in NEEDS_EXTRA.get(name, ())),
+        reason='needs the optional onnx extra (requirements-onnx.txt)'))
+    for name in sorted(EXAMPLES)])
 def test_example_runs(script, tmp_path):
   env = {**os.environ, 'XLA_FLAGS': '', 'TMPDIR': str(tmp_path)}
   done = subprocess.run([sys.executable, str(ROOT / 'examples' / script), *EXAMPLES[script]],

@@ -12,6 +12,7 @@ from configs import smoke
 from support import typed
 from micro_dualnet_jax import cli, ensemble
 from micro_dualnet_jax.data import registry
+from micro_dualnet_jax.rundir import RunDir
 
 NUM_CLIPS, NUM_CLASSES = 40, 15
 
@@ -123,3 +124,117 @@ def test_cli_mode_ensemble(runs, tmp_path, capsys):
   with pytest.raises(SystemExit) as exit_info:
     cli.run('ensemble', typed(smoke.get_config()), str(tmp_path / 'out2'), input_path=dirs[0])
   assert exit_info.value.code == 2
+
+
+# ----------------------------------------------------------------------- weights fitted on held-out
+
+# Two members on 4 clips of 3 classes, as probabilities. A is right on clips 0-2 and wrong on 3;
+# B is confidently wrong on clips 0 and 1 and right on 2 and 3. Equal weights get clips 2 and 3
+# (50 %); any weight of A in (0.68, 0.905) gets all four: 0.7, 0.8 and 0.9 on the grid, and 0.7
+# is the nearest to the equal weights.
+PROBS_A = [[0.6, 0.2, 0.2], [0.2, 0.6, 0.2], [0.2, 0.2, 0.6], [0.3, 0.4, 0.3]]
+PROBS_B = [[0.05, 0.9, 0.05], [0.05, 0.05, 0.9], [0.3, 0.3, 0.4], [0.9, 0.05, 0.05]]
+LABELS_4 = np.array([0, 1, 2, 0])
+
+
+def _padded(probs, num_classes):
+  """The 3-class probabilities with num_classes - 3 more classes of probability 1e-6 each."""
+  probs = np.concatenate([probs, np.full((4, num_classes - 3), 1e-6)], axis=1)
+  return probs / probs.sum(1, keepdims=True)
+
+
+def _prob_run(folder, probs, prefix, split, num_classes=3):
+  return _write_run(folder, np.log(_padded(probs, num_classes)), LABELS_4,
+                    [f'{prefix}{i}' for i in range(4)], split=split)
+
+
+def test_simplex_grid_holds_every_weight_vector_of_step_one_tenth():
+  grid = ensemble.simplex_grid(3)
+  assert grid.shape == (66, 3)                          # C(12, 2)
+  np.testing.assert_allclose(grid.sum(1), 1.0)
+  assert len({tuple(np.round(row * 10).astype(int)) for row in grid}) == 66
+  np.testing.assert_array_equal(grid[0], [0.0, 0.0, 1.0])
+  np.testing.assert_array_equal(grid[-1], [1.0, 0.0, 0.0])
+
+
+def test_fitted_weights_beat_equal_weights_on_the_heldout_split(tmp_path):
+  heldout = [ensemble.load_run(_prob_run(tmp_path / 'ha', PROBS_A, 'h', 'view2')),
+             ensemble.load_run(_prob_run(tmp_path / 'hb', PROBS_B, 'h', 'view2'))]
+  weights, report = ensemble.fit_weights(heldout)
+  np.testing.assert_allclose(weights, [0.7, 0.3])
+  assert report['heldout_top1'] == 100.0 and report['heldout_top1_equal_weights'] == 50.0
+  assert report['heldout_split'] == 'view2' and report['num_heldout_clips'] == 4
+  assert report['num_candidates'] == 12                 # 11 grid points and the equal weights
+
+
+def test_ties_keep_the_equal_weights(tmp_path):
+  # Three identical members: every candidate scores the same, and the equal weights (1/3 each,
+  # not on the grid) are the nearest to themselves.
+  runs = [ensemble.load_run(_prob_run(tmp_path / f'm{i}', PROBS_A, 'h', 'view2'))
+          for i in range(3)]
+  weights, report = ensemble.fit_weights(runs)
+  np.testing.assert_allclose(weights, [1 / 3] * 3)
+  assert report['heldout_top1'] == report['heldout_top1_equal_weights'] == 75.0
+
+
+def test_cli_ensemble_applies_the_weights_fitted_on_the_heldout_members(tmp_path, capsys):
+  # The smoke config's dataset has 15 classes: 12 more of probability 1e-6 change no decision.
+  heldout = [_prob_run(tmp_path / 'ha', PROBS_A, 'h', 'view2', NUM_CLASSES),
+             _prob_run(tmp_path / 'hb', PROBS_B, 'h', 'view2', NUM_CLASSES)]
+  # The members scored the test split: other clips, the same behaviour.
+  members = [_prob_run(tmp_path / 'ta', PROBS_A, 't', 'test', NUM_CLASSES),
+             _prob_run(tmp_path / 'tb', PROBS_B, 't', 'test', NUM_CLASSES)]
+  cli.run('ensemble', typed(smoke.get_config()), str(tmp_path / 'out'), input_path=','.join(members),
+          fit_weights_on=','.join(heldout))
+  printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  np.testing.assert_allclose(printed['weights_fit']['weights'], [0.7, 0.3])
+  np.testing.assert_allclose([m['weight'] for m in printed['members']], [0.7, 0.3])
+  assert printed['ensemble']['top1'] == 100.0            # equal weights: 50.0
+  probs, _, _ = ensemble.combine([ensemble.load_run(members[0], 0.7),
+                                  ensemble.load_run(members[1], 0.3)])
+  np.testing.assert_allclose(probs, 0.7 * _padded(PROBS_A, NUM_CLASSES)
+                             + 0.3 * _padded(PROBS_B, NUM_CLASSES))
+  assert (tmp_path / 'out' / 'ensemble.json').exists()
+
+
+def test_fitting_refuses_heldout_members_that_cannot_stand_for_the_members(tmp_path):
+  members = [ensemble.load_run(_prob_run(tmp_path / 'ta', PROBS_A, 't', 'test')),
+             ensemble.load_run(_prob_run(tmp_path / 'tb', PROBS_B, 't', 'test'))]
+  same_split = [_prob_run(tmp_path / 'sa', PROBS_A, 's', 'test'),
+                _prob_run(tmp_path / 'sb', PROBS_B, 's', 'test')]
+  with pytest.raises(ValueError, match="scored split 'test' and the members 'test'"):
+    ensemble.fitted_weights(members, same_split)
+  same_clips = [_prob_run(tmp_path / 'ca', PROBS_A, 't', 'view2'),
+                _prob_run(tmp_path / 'cb', PROBS_B, 't', 'view2')]
+  with pytest.raises(ValueError, match='sharing 4 clips'):
+    ensemble.fitted_weights(members, same_clips)
+  with pytest.raises(ValueError, match='1 held-out members for 2 ensemble members'):
+    ensemble.fitted_weights(members, same_split[:1])
+  # Run directories that say which stream they are: the held-out ones given in another order.
+  streams = []
+  for name, stream in (('joint', 'joint'), ('bone', 'bone')):
+    config = typed(smoke.get_config()).replace(**{'augment.stream': stream})
+    RunDir(str(tmp_path / f'h_{name}')).write(config, kind='run', seeds=[0],
+                                              package_version='test',
+                                              class_names=config.data.class_names)
+    streams.append(_prob_run(tmp_path / f'h_{name}', PROBS_A, 'h', 'view2'))
+    RunDir(str(tmp_path / f't_{name}')).write(config, kind='run', seeds=[0],
+                                              package_version='test',
+                                              class_names=config.data.class_names)
+    _prob_run(tmp_path / f't_{name}', PROBS_A, 't', 'test')
+  test_runs = [ensemble.load_run(str(tmp_path / 't_joint')),
+               ensemble.load_run(str(tmp_path / 't_bone'))]
+  with pytest.raises(ValueError, match='is the joint stream, its held-out member .* the bone'):
+    ensemble.fitted_weights(test_runs, streams[::-1])
+  weights, _ = ensemble.fitted_weights(test_runs, streams)
+  np.testing.assert_allclose(weights, [0.5, 0.5])
+
+
+def test_fitted_weights_take_no_given_weights():
+  with pytest.raises(ValueError, match='the weights are fitted'):
+    ensemble.parse_members('a,b=0.5', weighted=False)
+  with pytest.raises(ValueError, match='held-out members take no weight'):
+    ensemble.parse_heldout('a,b=0.5')
+  assert ensemble.parse_heldout(' a, b,') == ['a', 'b']
+  with pytest.raises(SystemExit):
+    cli.run('eval', typed(smoke.get_config()), '/nonexistent', fit_weights_on='a,b')

@@ -302,6 +302,7 @@ def test_inference_never_imports_the_training_loop():
   script = ('import sys\n'
             'import micro_dualnet_jax.evaluate, micro_dualnet_jax.predict\n'
             'import micro_dualnet_jax.export, micro_dualnet_jax.ensemble, micro_dualnet_jax.inference\n'
+            'import micro_dualnet_jax.export_onnx\n'
             'loaded = [m for m in sys.modules if m == "micro_dualnet_jax.train"]\n'
             'assert not loaded, loaded\n')
   subprocess.run([sys.executable, '-c', script], cwd=ROOT, check=True, timeout=TIMEOUT_S,

@@ -70,6 +70,11 @@ class DataConfig:
     return registry.get_spec(self.name)
 
   @property
+  def class_names(self) -> list[str]:
+    """The dataset's class names in label order."""
+    return list(self.spec.classes(self.options))
+
+  @property
   def data_path(self) -> str:
     """data_dir with '~' expanded."""
     return os.path.expanduser(self.data_dir)

@@ -19,6 +19,8 @@ Examples are keyed by clip id, so TFDS stores them in a deterministic, hash-shuf
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -27,7 +29,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from micro_dualnet_jax.data.clip import Clip
-from micro_dualnet_jax.data.readers import imigue, ma52, nwucla
+from micro_dualnet_jax.data.readers import folder, imigue, ma52, nwucla
 from micro_dualnet_jax.errors import ConfigError
 from micro_dualnet_jax.skeleton import get_layout
 
@@ -301,3 +303,50 @@ class SkeletonSynthetic(ClipDatasetBuilder):
     cfg = self.builder_config
     num_clips = cfg.num_train if split == 'train' else cfg.num_test
     return synthetic.generate_split(split, num_clips=num_clips, seed=cfg.seed, layout=cfg.layout)
+
+
+@dataclasses.dataclass(eq=False)
+class FolderConfig(tfds.core.BuilderConfig):
+  """A folder dataset: where it is, its classes and layout. The name (the prepared dataset's
+  folder under data_dir) is derived from all three and from labels.csv's bytes, so two folders,
+  or a folder whose labels.csv changed, never reuse each other's prepared data."""
+  name: str = ''  # derived
+  folder: str = ''
+  classes: tuple[str, ...] = ()
+  layout: str = ''
+
+  def __post_init__(self):
+    self.folder = os.path.abspath(self.folder)
+    self.classes = tuple(folder.check_classes(self.classes))
+    get_layout(self.layout)  # unknown layouts fail here, listing the known ones
+    labels = folder.labels_path(self.folder)
+    fingerprint = hashlib.sha256(json.dumps(
+        [self.folder, self.classes, self.layout]).encode() + labels.read_bytes()).hexdigest()
+    self.name = f'{self.layout}_{len(self.classes)}_classes_{fingerprint[:12]}'
+
+
+class ClipFolder(ClipDatasetBuilder):
+  """Your own clips: one .npy per clip and labels.csv (docs/own_dataset.md), in any registered
+  layout, with the classes the config lists. Build with `ClipFolder(config=FolderConfig(...))`."""
+  name = 'clip_folder'
+  DESCRIPTION = 'A folder of clips (one .npy each) with labels.csv (file, label, split).'
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+Point data.manual_dir at a folder holding labels.csv (header file,label,split; one line per
+clip) and the .npy file of every clip it lists, each (T, V, C) or (T, V, C + 1) with the
+confidence last, in the layout data.options.layout; data.options.classes lists the class names
+(docs/own_dataset.md).
+"""
+
+  @property
+  def layout(self) -> str:
+    return self.builder_config.layout
+
+  def _class_names(self) -> list[str]:
+    return list(self.builder_config.classes)
+
+  def _available_splits(self, root: os.PathLike[str]) -> list[str]:
+    return folder.splits_of(folder.read_labels(root, self.builder_config.classes))
+
+  def _read_split(self, root: os.PathLike[str], split: str) -> list[Clip]:
+    cfg = self.builder_config
+    return folder.read_folder_split(root, split, cfg.classes, cfg.layout)

@@ -134,6 +134,8 @@ def prepare_dataset(name: str, manual_dir: str | None, data_dir: str,
     builder, root = make_builder(name, data_dir, spec.generated_config(options)), None
   else:
     root, config = find_manual_dir(name, manual_dir, data_dir, **options)
+    if spec.release_config is not None:   # read and check every clip before writing
+      config = spec.release_config(root, options, True)
     builder = make_builder(name, data_dir, config)
   # TFDS statistics would need TensorFlow; split_stats below reports what matters here.
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
@@ -144,12 +146,16 @@ def prepare_dataset(name: str, manual_dir: str | None, data_dir: str,
           for split in _ordered(list(builder.info.splits))]
 
 
-def _prepared_config(spec: registry.DatasetSpec, data_dir: str,
+def _prepared_config(spec: registry.DatasetSpec, data_dir: str, manual_dir: str | None,
                      options: dict[str, Any]) -> Any:
-  """The builder config a prepared split is read with: the generated dataset's, the one its
-  options choose (spec.config_option), or the only one prepared in `data_dir`."""
+  """The builder config a prepared split is read with: the generated dataset's, the one of the
+  release in manual_dir (spec.release_config), the one its options choose (spec.config_option),
+  or the only one prepared in `data_dir`."""
   if spec.generated_config is not None:
     return spec.generated_config(options)
+  if spec.release_config is not None:
+    root, _ = find_manual_dir(spec.name, manual_dir, data_dir, **options)
+    return spec.release_config(root, options, False)
   names = [c.name for c in spec.builder_class().BUILDER_CONFIGS]
   if not names:
     return None
@@ -167,19 +173,22 @@ def _prepared_config(spec: registry.DatasetSpec, data_dir: str,
   return prepared[0]
 
 
-def load_split(name: str, split: str, data_dir: str, **options: Any) -> Sequence[dict[str, Any]]:
+def load_split(name: str, split: str, data_dir: str, manual_dir: str | None = None,
+               **options: Any) -> Sequence[dict[str, Any]]:
   """Random-access records of a prepared split (`tfds.data_source`; records are dicts of numpy).
 
   Args:
     name: dataset name (as for prepare_dataset).
     split: 'train', 'validation' (aliases 'val', 'valid', 'validate') or 'test'.
     data_dir: the TFDS data directory prepare_dataset wrote to.
+    manual_dir: where the release is, for a dataset whose prepared data depends on it (your own
+      folder dataset).
     **options: the same options prepare_dataset got ('synthetic': sizes, seed, layout; 'imigue':
       source, needed only when both configs were prepared).
   """
   spec = registry.get_spec(name)
   spec.check_options(options)
-  builder = make_builder(name, data_dir, _prepared_config(spec, data_dir, options))
+  builder = make_builder(name, data_dir, _prepared_config(spec, data_dir, manual_dir, options))
   if not builder.is_prepared():
     raise DatasetNotFoundError(
         f'{name} ({builder.info.full_name}) is not prepared in {data_dir}; run '

@@ -22,8 +22,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from micro_dualnet_jax.data import ma52_classes, synthetic
-from micro_dualnet_jax.data.readers import imigue, ma52, nwucla
+from micro_dualnet_jax.data.readers import folder, imigue, ma52, nwucla
 from micro_dualnet_jax.errors import ConfigError
+from micro_dualnet_jax.skeleton import get_layout
 
 # Where NW-UCLA is kept beside the project (one of its default manual folders).
 _SHARED_NWUCLA = pathlib.Path(__file__).resolve().parents[2] / '..' / 'shared' / 'datasets' / (
@@ -53,6 +54,12 @@ class DatasetSpec:
     manual_dirs: folders searched after the default ones when no manual_dir is given.
     title: the name in messages.
     unknown_options: the message refusing unknown options ({unknown}, {name}, {known}).
+    required_options: options a config of the dataset must give.
+    class_names_option: the option that lists the classes (your own folder dataset), instead
+      of `class_names`.
+    release_config: the builder config reading the release found in a folder, from the folder,
+      the options and whether to read and check every clip first (prepare does; opening a
+      prepared split does not); a dataset with one needs its manual_dir to open a split.
   """
   name: str
   layout: str
@@ -68,6 +75,9 @@ class DatasetSpec:
   manual_dirs: tuple[pathlib.Path, ...] = ()
   title: str = ''
   unknown_options: str = 'unknown options {unknown} for dataset {name!r}; known: {known}'
+  required_options: tuple[str, ...] = ()
+  class_names_option: str | None = None
+  release_config: Callable[[pathlib.Path, Mapping[str, Any], bool], Any] | None = None
 
   def __post_init__(self):
     if not self.title:
@@ -83,9 +93,19 @@ class DatasetSpec:
     if unknown:
       raise ConfigError(self.unknown_options.format(unknown=unknown, name=self.name,
                                                    known=tuple(self.options)))
+    missing = [key for key in self.required_options if options.get(key) in (None, '', ())]
+    if missing:
+      raise ConfigError(f'dataset {self.name!r} needs data.options.'
+                        + ' and data.options.'.join(missing))
     for key, check in self.options.items():
-      if check is not None and key in options:
+      if check is not None and options.get(key) is not None:
         check(options[key])
+
+  def classes(self, options: Mapping[str, Any]) -> tuple[str, ...]:
+    """The class names in label order (`options` where the dataset lists them there)."""
+    if self.class_names_option:
+      return tuple(options.get(self.class_names_option) or ())
+    return self.class_names
 
   def builder_class(self) -> type:
     """The TFDS builder class (imports tensorflow_datasets)."""
@@ -170,3 +190,20 @@ register(DatasetSpec(
     builder='SkeletonSynthetic', options=dict.fromkeys(_SYNTHETIC_OPTIONS),
     generated_config=_synthetic_config,
     unknown_options='unknown synthetic options {unknown}; known: {known}'))
+
+
+def _folder_config(root: pathlib.Path, options: Mapping[str, Any], check_clips: bool) -> Any:
+  from micro_dualnet_jax.data import builders  # pylint: disable=g-import-not-at-top
+  config = builders.FolderConfig(folder=str(root), classes=tuple(options['classes']),
+                                 layout=options['layout'])
+  if check_clips:
+    folder.check_folder(root, config.classes, config.layout)
+  return config
+
+
+register(DatasetSpec(
+    name='folder', title='your own folder', layout='', class_names=(), builder='ClipFolder',
+    options={'classes': folder.check_classes, 'layout': get_layout},
+    required_options=('classes', 'layout'), class_names_option='classes',
+    find_release=lambda root, options: (folder.labels_path(root).is_file(), None),
+    release_config=_folder_config))

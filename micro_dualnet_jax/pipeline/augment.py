@@ -519,15 +519,16 @@ def _model_inputs(keypoints, confidence, frame_mask, layout, stream) -> dict[str
 
 
 def _check_batch(batch: Mapping[str, jax.Array], layout: Layout) -> None:
-  """Static shape checks (shapes are known at trace time)."""
-  shape = jnp.shape(batch['keypoints'])
+  """Static shape checks (shapes are known at trace time). np.shape, not jnp.shape: jax2onnx
+  replaces jnp.shape with a traced op while it converts (--mode=export, format onnx)."""
+  shape = np.shape(batch['keypoints'])
   expected = (layout.num_joints, layout.coord_dims)
   if len(shape) != 4 or shape[2:] != expected:
     raise ValueError(f'keypoints must be (B, L, V, C) = (B, L, {expected[0]}, {expected[1]}) '
                      f'for layout {layout.name!r}, got {shape}')
-  if jnp.shape(batch['confidence']) != shape[:3]:
+  if np.shape(batch['confidence']) != shape[:3]:
     raise ValueError(
-        f'confidence shape {jnp.shape(batch["confidence"])} does not match keypoints {shape}')
-  if jnp.shape(batch['num_frames']) != shape[:1]:
+        f'confidence shape {np.shape(batch["confidence"])} does not match keypoints {shape}')
+  if np.shape(batch['num_frames']) != shape[:1]:
     raise ValueError(
-        f'num_frames must be (B,) = ({shape[0]},), got {jnp.shape(batch["num_frames"])}')
+        f'num_frames must be (B,) = ({shape[0]},), got {np.shape(batch["num_frames"])}')

@@ -35,7 +35,7 @@ class Splits:
 
 
 def _load(data: DataConfig, split: str):
-  return prepare.load_split(data.name, split, data.data_path, **data.options)
+  return prepare.load_split(data.name, split, data.data_path, data.manual_path, **data.options)
 
 
 def _ensure_prepared(data: DataConfig, split: str) -> None:
@@ -55,7 +55,7 @@ def _ensure_prepared(data: DataConfig, split: str) -> None:
 
 
 def _check_classes(config: RunConfig) -> list[str]:
-  names = list(config.data.spec.class_names)
+  names = list(config.data.class_names)
   if len(names) != config.model.num_classes:
     raise ConfigError(f'dataset {config.data.name!r} has {len(names)} classes but '
                      f'model.num_classes is {config.model.num_classes}')
