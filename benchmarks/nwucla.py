@@ -65,6 +65,9 @@ SETTINGS: dict[str, dict[str, str]] = {
     'jitter': {'augment.temporal_jitter': 'True'},
     'dropout02': {'model.dropout': '0.2'},
     'width128': {'model.width': '128'},
+    'epochs400': {'num_epochs': '400'},
+    # A remedy for the near-binary, seed-dependent router: an entropy bonus on its weights.
+    'router_entropy01': {'loss.router_entropy_weight': '0.1'},
     # The paper's claims (joint stream): paths, fusion, MAC form.
     **common.CLAIM_VARIANTS,
 }

@@ -1,6 +1,9 @@
 """Training losses (docs/method.md, "Training objective").
 
-  total = CE(logits, labels; label smoothing) + lambda * MAC
+  total = CE(logits, labels; label smoothing) + lambda * MAC - beta * H(router)
+
+H(router) is the mean entropy (nats) of the per-entity routing weights [a_st, a_ts]; beta
+(`LossConfig.router_entropy_weight`) is 0 unless asked for.
 
 MAC (mutual action consistency between the two paths), `LossConfig.mac`:
   'infonce'  the paper's: symmetric InfoNCE between the paths' projected entity features
@@ -90,10 +93,19 @@ def mac_kl(logits_st: jax.Array, logits_ts: jax.Array, labels: jax.Array, *,
   return ce + 0.5 * _weighted_mean(kl, weights)
 
 
+def router_entropy(routing_weights: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+  """Mean entropy (nats) of the routing weights (B, K, 2) over entities and samples:
+  -sum_p a_p log a_p, 0 for a binary choice, log 2 for 0.5 / 0.5."""
+  p = routing_weights.astype(jnp.float32)
+  entropy = -jnp.sum(p * jnp.log(jnp.clip(p, 1e-12, 1.0)), axis=-1)     # (B, K)
+  return _weighted_mean(jnp.mean(entropy, axis=-1), weights)
+
+
 def total_loss(logits: jax.Array, aux: Mapping[str, jax.Array], labels: jax.Array,
                config: LossConfig, *, weights: jax.Array | None = None
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """CE + lambda * MAC. Returns (scalar loss, {'ce', 'mac', 'loss'})."""
+  """CE + lambda * MAC - beta * H(router). Returns (scalar loss, {'ce', 'mac',
+  'router_entropy', 'loss'})."""
   ce = cross_entropy(logits, labels, label_smoothing=config.label_smoothing, weights=weights)
   if config.mac == 'infonce':
     if 'mac_st' not in aux:
@@ -107,5 +119,11 @@ def total_loss(logits: jax.Array, aux: Mapping[str, jax.Array], labels: jax.Arra
                  label_smoothing=config.label_smoothing, weights=weights)
   else:
     mac = jnp.zeros((), jnp.float32)
-  loss = ce + config.mac_weight * mac
-  return loss, {'loss': loss, 'ce': ce, 'mac': mac}
+  if 'routing_weights' in aux:
+    entropy = router_entropy(aux['routing_weights'], weights)
+  elif config.router_entropy_weight:
+    raise ValueError('router_entropy_weight > 0 needs the model\'s routing weights in aux')
+  else:
+    entropy = jnp.zeros((), jnp.float32)
+  loss = ce + config.mac_weight * mac - config.router_entropy_weight * entropy
+  return loss, {'loss': loss, 'ce': ce, 'mac': mac, 'router_entropy': entropy}

@@ -76,8 +76,9 @@ def config_dict(config: RunConfig | dict[str, Any]) -> dict[str, Any]:
 def config_differences(old: dict[str, Any], new: RunConfig | dict[str, Any],
                        keys: dict[str, Sequence[str] | None] | None = None) -> list[str]:
   """'section.key: old in the work directory, new now' for every value that differs, over
-  `keys` (section -> keys, None for all; default MODEL_KEYS)."""
-  new = config_dict(new)
+  `keys` (section -> keys, None for all; default MODEL_KEYS). Both are read as today's config
+  first where they can be, so a field added since `old` was written counts at its default."""
+  old, new = _as_today(old), _as_today(config_dict(new))
   diffs = []
   for section, names in (MODEL_KEYS if keys is None else keys).items():
     before, now = old.get(section, {}) or {}, new.get(section, {}) or {}
@@ -86,6 +87,13 @@ def config_differences(old: dict[str, Any], new: RunConfig | dict[str, Any],
         diffs.append(f'{section}.{key}: {before.get(key)!r} in the work directory, '
                      f'{now.get(key)!r} now')
   return diffs
+
+
+def _as_today(values: dict[str, Any]) -> dict[str, Any]:
+  try:
+    return config_dict(RunConfig.from_dict(values))
+  except ValueError:   # not a whole run config (or of a format no longer read): as it is
+    return values
 
 
 def _write_json(path: str, value: Any) -> None:

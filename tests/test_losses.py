@@ -73,6 +73,25 @@ def test_total_loss_combines_with_lambda():
     LossConfig(mac='kl2')
 
 
+def test_router_entropy_bonus_by_hand():
+  """H is the mean over samples and entities of -sum a log a: log 2 at 0.5 / 0.5, 0 at 1 / 0;
+  beta * H is subtracted from the loss; padded samples (weight 0) count for nothing."""
+  logits, labels = jnp.zeros((2, 3)), jnp.array([0, 1])
+  routing = jnp.array([[[0.5, 0.5], [1.0, 0.0]], [[0.9, 0.1], [0.2, 0.8]]])   # (B=2, K=2, 2)
+  h = lambda p: -sum(x * math.log(x) for x in p if x > 0)
+  expected = (0.5 * (h((0.5, 0.5)) + 0.0) + 0.5 * (h((0.9, 0.1)) + h((0.2, 0.8)))) / 2
+  plain, parts = total_loss(logits, {'routing_weights': routing}, labels, LossConfig(mac='none'))
+  assert float(parts['router_entropy']) == pytest.approx(expected, rel=1e-6)
+  bonus, _ = total_loss(logits, {'routing_weights': routing}, labels,
+                        LossConfig(mac='none', router_entropy_weight=0.5))
+  assert float(bonus) == pytest.approx(float(plain) - 0.5 * expected, rel=1e-6)
+  _, first_only = total_loss(logits, {'routing_weights': routing}, labels,
+                             LossConfig(mac='none'), weights=jnp.array([1.0, 0.0]))
+  assert float(first_only['router_entropy']) == pytest.approx(h((0.5, 0.5)) / 2, rel=1e-6)
+  with pytest.raises(ValueError, match='router_entropy_weight must be a number >= 0'):
+    LossConfig(router_entropy_weight=-0.1)
+
+
 def test_kl_mac_is_the_per_path_ce_plus_the_symmetric_kl():
   from scipy.special import log_softmax  # pylint: disable=g-import-not-at-top
   from micro_dualnet_jax.losses import mac_kl  # pylint: disable=g-import-not-at-top

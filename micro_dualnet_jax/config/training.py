@@ -20,11 +20,14 @@ MAC_KINDS = ('infonce', 'kl', 'none')
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
   """label_smoothing: CE smoothing; mac: 'infonce' | 'kl' | 'none'; mac_weight: lambda;
-  mac_temperature: InfoNCE temperature."""
+  mac_temperature: InfoNCE temperature; router_entropy_weight: beta, the weight of the routing
+  weights' mean entropy, subtracted from the loss (0: off; > 0 keeps the router from settling on
+  one path per entity early)."""
   label_smoothing: float = 0.1
   mac: str = 'infonce'
   mac_weight: float = 0.1
   mac_temperature: float = 0.1
+  router_entropy_weight: float = 0.0
 
   def __post_init__(self):
     with check.section('loss config'):
@@ -32,6 +35,7 @@ class LossConfig:
       check.one_of('mac', self.mac, MAC_KINDS)
       check.non_negative('mac_weight', self.mac_weight)
       check.positive('mac_temperature', self.mac_temperature)
+      check.non_negative('router_entropy_weight', self.router_entropy_weight)
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> 'LossConfig':
