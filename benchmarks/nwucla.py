@@ -66,8 +66,12 @@ SETTINGS: dict[str, dict[str, str]] = {
     'dropout02': {'model.dropout': '0.2'},
     'width128': {'model.width': '128'},
     'epochs400': {'num_epochs': '400'},
-    # A remedy for the near-binary, seed-dependent router: an entropy bonus on its weights.
-    'router_entropy01': {'loss.router_entropy_weight': '0.1'},
+    # A remedy for the near-binary, seed-dependent router: an entropy bonus on its weights. On the
+    # host pipeline, as the base runs it is compared with (same data order per seed).
+    'router_entropy01': {'loss.router_entropy_weight': '0.1', 'data.pipeline': 'host'},
+    # The training split on the devices (data order drawn on the device): same learning as the
+    # host loader's base runs within the seed spread?
+    'device_pipeline': {'data.pipeline': 'device'},
     # The paper's claims (joint stream): paths, fusion, MAC form.
     **common.CLAIM_VARIANTS,
 }
