@@ -67,6 +67,9 @@ _TORCH_TWIN = flags.DEFINE_string(
 _TORCH_STEPS = flags.DEFINE_integer('torch_steps', 0, 'Timed twin steps (0: --steps).')
 _TWIN_PYTHON = flags.DEFINE_string('twin_python', sys.executable, 'The Python that runs the twin '
                                    '(one with torch installed; may differ from this one).')
+_TWIN_DEVICE = flags.DEFINE_string('twin_device', 'cpu', 'The twin\'s torch device (cpu, cuda).')
+_TWIN_COMPILE = flags.DEFINE_bool('twin_compile', False, 'Also run the twin bf16 under '
+                                  'torch.compile.')
 _PROFILE = flags.DEFINE_bool('profile', False, 'Per-HLO-op breakdown of the train step.')
 _PROFILE_TOP = flags.DEFINE_integer('profile_top', 25, 'Ops listed in the profile.')
 _COMPONENTS = flags.DEFINE_bool('components', False, 'Micro-benchmark the model\'s pieces.')
@@ -195,10 +198,12 @@ def twin_args(config: RunConfig) -> list[str]:
           '--heads', str(m.num_heads), '--classes', str(m.num_classes)]
 
 
-def run_twin(script: str, args: list[str], bf16: bool, steps: int) -> dict[str, Any]:
+def run_twin(script: str, args: list[str], bf16: bool, steps: int,
+             compiled: bool = False) -> dict[str, Any]:
   """Runs the twin once in a subprocess and returns its JSON line (or the error)."""
-  command = [_TWIN_PYTHON.value, script, *args, '--steps', str(steps)] + (
-      ['--bf16'] if bf16 else [])
+  command = [_TWIN_PYTHON.value, script, *args, '--steps', str(steps),
+             '--device', _TWIN_DEVICE.value] + (['--bf16'] if bf16 else []) + (
+                 ['--compile'] if compiled else [])
   start = time.perf_counter()
   proc = subprocess.run(command, capture_output=True, text=True, check=False)
   lines = [l for l in proc.stdout.splitlines() if l.startswith('{')]
@@ -453,6 +458,8 @@ def main(argv):
     steps = _TORCH_STEPS.value or _STEPS.value
     twin = {'fp32': run_twin(_TORCH_TWIN.value, args, False, steps),
             'bf16': run_twin(_TORCH_TWIN.value, args, True, steps)}
+    if _TWIN_COMPILE.value:
+      twin['bf16_compile'] = run_twin(_TORCH_TWIN.value, args, True, steps, compiled=True)
     result['torch'] = twin
     ratios = {}
     for ours, theirs in (('float32', 'fp32'), ('bfloat16', 'bf16')):
