@@ -6,4 +6,19 @@ class TrainingError(RuntimeError):
 
 
 class CheckpointReadError(RuntimeError):
-  """No checkpoint of a run directory could be restored (every candidate failed)."""
+  """No checkpoint of a run directory could be restored (every candidate failed).
+
+  failures: (checkpoint folder, why it failed) per candidate, newest first.
+  """
+
+  def __init__(self, message: str, failures: list[tuple[str, str]] | None = None):
+    super().__init__(message)
+    self.failures = list(failures or [])
+
+
+class OutputWriteError(RuntimeError):
+  """A result file could not be written (full disk, read-only mount); the message names it."""
+
+
+class DirectoryInUseError(RuntimeError):
+  """Another process holds the lock of a work directory (or data_dir); the message names it."""
