@@ -33,7 +33,8 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
   # Imported here so `--help` and flag errors stay fast; only training imports train.py.
   from micro_dualnet_jax.data import prepare  # pylint: disable=g-import-not-at-top
   from micro_dualnet_jax.data.clip import DataFormatError  # pylint: disable=g-import-not-at-top
-  from micro_dualnet_jax.errors import CheckpointReadError, TrainingError  # pylint: disable=g-import-not-at-top
+  from micro_dualnet_jax.errors import (  # pylint: disable=g-import-not-at-top
+      CheckpointReadError, DirectoryInUseError, OutputWriteError, TrainingError)
 
   # Library warnings (TFDS on every dataset it opens) would bury the run's own output; what a
   # user must see is printed.
@@ -74,5 +75,5 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
                                       class_names=datasets.class_names(dataset))
       print(json.dumps(summary), flush=True)
   except (DataFormatError, prepare.DatasetNotFoundError, TrainingError, CheckpointReadError,
-          ValueError) as error:
+          DirectoryInUseError, OutputWriteError, ValueError) as error:
     fail(str(error))

@@ -18,6 +18,7 @@ and the work directory gets the summary over them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -32,12 +33,15 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from micro_dualnet_jax import __version__, evaluate, rundir, sharding, steps
+from micro_dualnet_jax import __version__, atomic, evaluate, rundir, sharding, steps
+from micro_dualnet_jax import validation as check
 from micro_dualnet_jax.checkpoint import (Checkpointer, CheckpointWriteError, abstract_like,
                                           items_state, state_items, tree_checksum)
 from micro_dualnet_jax.data import datasets
 from micro_dualnet_jax.data.loader import Loader
-from micro_dualnet_jax.errors import TrainingError
+from micro_dualnet_jax.dirlock import LOCK_FILE, DirectoryLock
+from micro_dualnet_jax.errors import (CheckpointReadError, DirectoryInUseError, OutputWriteError,
+                                      TrainingError)
 from micro_dualnet_jax.losses import LossConfig
 from micro_dualnet_jax.rundir import METRICS_FILE, RunDir, RunDirError, seed_dir_name
 from micro_dualnet_jax.settings import RunSettings
@@ -55,6 +59,8 @@ def check_config(config: ml_collections.ConfigDict) -> RunSettings:
   Raises ValueError naming the section, the field and the value.
   """
   settings = RunSettings.from_config(config)
+  with check.section('data config'):
+    check.positive_int('max_frames', config.data.max_frames)
   steps.model_config(config)
   steps.augment_config(config)
   LossConfig.from_dict(config.loss)
@@ -93,11 +99,15 @@ def _check_workdir(run: RunDir, settings: RunSettings,
   """A work directory that holds a run: the same format, kind, seeds and model."""
   if not run.exists():
     if os.path.isdir(run.path) and os.listdir(run.path):
-      # Write probes of other processes (or of a killed one) and empty orbax folders are fine.
-      leftovers = sorted(p for p in os.listdir(run.path) if not p.startswith('.write_test.'))
-      if set(leftovers) - {'checkpoints', 'best'}:
+      # Write probes of other processes (or of a killed one), the lock and empty orbax folders
+      # are fine; checkpoints without the run.json and config.json that say what they are are
+      # not.
+      leftovers = sorted(p for p in os.listdir(run.path)
+                         if not p.startswith('.write_test.') and p != LOCK_FILE)
+      if set(leftovers) - {'checkpoints', 'best'} or run.has_checkpoints():
         raise RunDirError(f'work directory {run.path!r} is not empty and holds no run '
-                          f'({leftovers[:5]}); use an empty or new --workdir')
+                          f'(no run.json or config.json; it holds {leftovers[:5]}); use an empty '
+                          'or new --workdir')
     return
   info = run.run_info()
   kind = 'seeds' if settings.num_seeds > 1 else 'run'
@@ -154,17 +164,19 @@ class _MetricsLog:
           continue
         kept.append(line if line.endswith('\n') else line + '\n')
     if dropped:
-      with open(self.path + '.tmp', 'w') as f:
-        f.writelines(kept)
-      os.replace(self.path + '.tmp', self.path)
+      atomic.write_text(self.path, ''.join(kept))
       logging.info('metrics.jsonl: dropped %d record(s) after step %d (trained again)', dropped,
                    step)
 
   def write(self, record: dict[str, Any]) -> None:
     if not self.enabled:
       return
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    try:
+      with open(self.path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+    except OSError as error:   # a line cut short is dropped when the run resumes
+      raise OutputWriteError(f'appending to {self.path} failed ({error.strerror or error})') \
+          from error
     if self.tensorboard is not None:
       for key, value in record.items():
         if key != 'step' and isinstance(value, (int, float)):
@@ -198,10 +210,18 @@ def _checkpoint_io(write: Callable[..., Any], *args, **kwargs) -> Any:
 
 def _restore(seeds: Sequence[_Seed], abstract: dict[str, Any]
              ) -> tuple[int, list[dict[str, Any]], list[dict]] | None:
-  """The newest step every seed has a readable checkpoint of -> (step, states, metas)."""
-  common = set.intersection(*(set(s.ckpt.steps()) for s in seeds))
-  if not common and not any(s.ckpt.steps() for s in seeds):
+  """The newest step every seed has a readable checkpoint of -> (step, states, metas); None
+  when there is no checkpoint at all.
+
+  Raises CheckpointReadError, naming every checkpoint and why it failed, when there are
+  checkpoints and none restores (another JAX_ENABLE_X64 or library version, an I/O error, a
+  damaged disk): the run must not start from scratch over them, which would delete them.
+  """
+  found = {s.seed: s.ckpt.steps() for s in seeds}
+  if not any(found.values()):
     return None
+  common = set.intersection(*(set(steps) for steps in found.values()))
+  failures = []
   for step in sorted(common, reverse=True):
     states, metas = [], []
     try:
@@ -209,13 +229,17 @@ def _restore(seeds: Sequence[_Seed], abstract: dict[str, Any]
         restored = s.ckpt.restore(abstract, steps=[step])
         states.append(items_state(restored[1]))
         metas.append(restored[2])
-    except RuntimeError:
+    except CheckpointReadError as error:
+      failures += [f'{path} ({why})' for path, why in error.failures]
       continue
     return step, states, metas
-  found = {s.seed: s.ckpt.steps() for s in seeds}
-  print(f'WARNING: no step has a readable checkpoint for every seed ({found}); starting from '
-        'scratch', flush=True)
-  return None
+  for s in seeds:
+    failures += [f'{s.ckpt.latest.directory}/{step} (not every seed has step {step})'
+                 for step in found[s.seed] if step not in common]
+  raise CheckpointReadError(
+      'none of the checkpoints could be restored, so the run did not start and nothing was '
+      'deleted: ' + '; '.join(failures) + '. Run with the settings that wrote them (e.g. the '
+      'same JAX_ENABLE_X64 and package versions), or move them away to start from scratch')
 
 
 class _Stop:
@@ -301,7 +325,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     signal check; 'checkpoint' after the checkpoints of `step` were written (started, with
     async_checkpoints); 'final_eval' before the final evaluation. For progress reporting,
     profiling windows, or tests that stop a run at an exact point.
+
+  The run holds the work directory's lock (`RunDir.lock`; process 0 for the whole run) and
+  handles SIGTERM / SIGINT from start to end; both are released however it ends.
   """
+  lock = RunDir(workdir).lock('training')
+  try:
+    with _Stop() as stop:
+      return _train_and_evaluate(config, workdir, hooks, stop, lock)
+  except OutputWriteError as error:   # a full or read-only disk mid-run
+    raise TrainingError(f'{error}. {_intact_checkpoints(workdir)}. Free disk space or fix the '
+                        'directory, then run the same command again to resume.') from error
+  finally:
+    lock.release()
+
+
+def _intact_checkpoints(workdir: str) -> str:
+  """Which checkpoint a run stopped by an error resumes from: the newest every seed has."""
+  run = RunDir(workdir)
+  try:
+    runs = run.seed_runs()
+  except RunDirError:   # run.json not written yet
+    runs = [run]
+  common = set.intersection(*(set(r.checkpoint_steps()) for r in runs))
+  return (f'The checkpoints are intact (latest: step {max(common)})' if common else
+          'No checkpoint was written yet')
+
+
+def _lock(lock: DirectoryLock, is_main: bool) -> None:
+  """Process 0 creates the work directory if needed and takes its lock (a collective)."""
+  if is_main:
+    os.makedirs(lock.folder, exist_ok=True)
+  sharding.acquire_on_process_0(lock)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        hooks: Sequence[Hook], stop: _Stop, lock: DirectoryLock
+                        ) -> dict[str, Any]:
+  """train_and_evaluate's body: `stop` is installed, `lock` is not taken yet."""
   # 1. Checks: nothing is written until all of them pass.
   settings = check_config(config)
   sharding.maybe_initialize_distributed()
@@ -311,6 +372,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   sharding.check_batch_size(settings.eval_batch_size, mesh, 'eval_batch_size')
   run = RunDir(workdir)
   _check_writable(workdir)
+  # An existing work directory is checked under its lock (another run may be writing it); a new
+  # one is locked when it is created, after the checks.
+  locked_early = sharding.any_process(is_main and os.path.isdir(lock.folder))
+  if locked_early:
+    _lock(lock, is_main)
   _check_workdir(run, settings, config)
   done = _finished_as_configured(run, config)
   if done is not None:   # a requeued finished run: nothing read, nothing written
@@ -335,6 +401,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise RunDirError(f'work directory {workdir!r} holds checkpoints up to step {newest}, beyond '
                       f'this config\'s {total_steps} steps: raise num_train_steps / num_epochs, '
                       'or use a new --workdir')
+  if not locked_early:
+    _lock(lock, is_main)
+    if sharding.any_process(is_main and (run.exists() or run.has_checkpoints())):
+      raise DirectoryInUseError(f'work directory {workdir!r} was written by another run while '
+                                'this command checked it; run the command again')
   # Every process has passed every check before any of them writes.
   sharding.barrier('run checks passed')
 
@@ -449,8 +520,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   step = start_step
   samples_since, t_last = 0, time.time()
-  with _Stop() as stop:
-    streams = [s.loader.train_batches(start_step) for s in per_seed]
+  # A signal during the checks, the restore or the data loading: nothing was trained since the
+  # checkpoint of start_step, so the run stops before compiling its first step.
+  if sharding.any_process(stop.signal is not None):
+    close_all()
+    print(f'Stopping early (a signal came before the first step): nothing trained since step '
+          f'{start_step}; run the same command again to resume.', flush=True)
+    return {'interrupted_at_step': start_step}
+  streams = [s.loader.train_batches(start_step) for s in per_seed]
+  with contextlib.ExitStack() as open_streams:
+    for stream in streams:
+      open_streams.callback(stream.close)
     while step < total_steps:
       batch = steps.host_batches_to_global([next(it) for it in streams], mesh,
                                            settings.batch_size)
@@ -489,11 +569,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         print(f'Stopping early ({reason}): saved checkpoint at step {step}; run the same '
               'command again to resume.', flush=True)
         return {'interrupted_at_step': step}
-    for stream in streams:
-      stream.close()
   check_finite(step)
   call_hooks('final_eval', step)
   results = run_eval(step)
+  if stop.signal is not None:
+    # The checkpoint of the last step is saved and the evaluation is done: writing its outputs
+    # takes seconds, and stopping here would leave a finished run without them.
+    print(f'Received signal {stop.signal} during the final evaluation: writing its outputs, '
+          'then exiting.', flush=True)
   close_all()
   wall = round(time.time() - history_start, 1)
   summaries = []

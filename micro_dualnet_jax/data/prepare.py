@@ -5,6 +5,10 @@ reader that fits (e.g. raw vs processed iMiGUE), runs the TFDS builder (array_re
 TensorFlow) and returns one stats dict per split; `main.py --mode=prepare` prints them as JSON
 lines. `load_split` opens a prepared split for random access.
 
+One process prepares a data_dir at a time: `prepare_dataset` holds the lock `.prepare.lock` in it
+(`dirlock.py`), and a second one waits for the first, then finds the dataset prepared. A
+data_dir that is a file is refused by name.
+
 Where the files are looked for, in order:
   manual_dir given:  manual_dir, then manual_dir/<name>
   manual_dir None:   <data_dir>/downloads/manual/<name>, then <data_dir>/downloads/manual
@@ -13,6 +17,7 @@ Where the files are looked for, in order:
 
 from __future__ import annotations
 
+import os
 import pathlib
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +27,9 @@ import tensorflow_datasets as tfds
 
 from micro_dualnet_jax.data import builders
 from micro_dualnet_jax.data.readers import imigue, ma52, nwucla
+from micro_dualnet_jax.dirlock import DirectoryLock, Holder
+
+PREPARE_LOCK_FILE = '.prepare.lock'
 
 # Canonical split order of the stats; any other split name follows in name order.
 SPLIT_ORDER = ('train', 'validation', 'test')
@@ -35,6 +43,22 @@ _SHARED_NWUCLA = pathlib.Path(__file__).resolve().parents[2] / '..' / 'shared' /
 
 class DatasetNotFoundError(FileNotFoundError):
   """The released files of a dataset are not where prepare looked; the message says what to do."""
+
+
+def check_data_dir(data_dir: str) -> None:
+  """Refuses a data_dir that exists and is not a folder (before TFDS fails on it deep inside)."""
+  if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+    raise ValueError(f'data.data_dir {data_dir!r} is a file, not a folder: give the folder '
+                     'TFDS keeps prepared datasets in (it is created when missing)')
+
+
+def _is_local(data_dir: str) -> bool:
+  return '://' not in data_dir   # gs://, s3://: TFDS's own file systems, not lockable here
+
+
+def _note_waiting(holder: Holder | None) -> None:
+  who = holder.describe() if holder is not None else 'another process'
+  print(f'note: waiting for {who}, which is preparing datasets in the same data_dir', flush=True)
 
 
 def dataset_names() -> tuple[str, ...]:
@@ -178,13 +202,32 @@ def prepare_dataset(name: str, manual_dir: str | None, data_dir: str,
     (+ "unlabelled" when a split has unlabelled clips).
 
   A dataset already prepared in `data_dir` is reused as it is (TFDS semantics); delete
-  `<data_dir>/<builder name>/<config>/` to rebuild it from changed files.
+  `<data_dir>/<builder name>/<config>/` to rebuild it from changed files. A second process
+  preparing the same data_dir waits for the first (module docstring).
   """
+  check_data_dir(data_dir)
+  # What to read is found (and a missing dataset refused) before data_dir is created.
   if name == 'synthetic':
-    builder, root = make_builder(name, data_dir, _synthetic_config(options)), None
+    root, config = None, _synthetic_config(options)
   else:
     root, config = find_manual_dir(name, manual_dir, data_dir, _check_options(name, options))
-    builder = make_builder(name, data_dir, config)
+  if not _is_local(data_dir):
+    return _prepare(name, root, data_dir, config)
+  os.makedirs(data_dir, exist_ok=True)
+  lock = DirectoryLock(data_dir, name=PREPARE_LOCK_FILE, what='data_dir',
+                       activity='preparing datasets')
+  lock.acquire(wait=True, on_wait=_note_waiting)
+  try:
+    return _prepare(name, root, data_dir, config)
+  finally:
+    lock.release()
+
+
+def _prepare(name: str, root: pathlib.Path | None, data_dir: str,
+             config: str | builders.SyntheticConfig | None) -> list[dict[str, Any]]:
+  """Builds dataset `name` (builder `config`) from the files in `root` into `data_dir`, and
+  returns its split stats (prepare_dataset's body, under the data_dir's lock)."""
+  builder = make_builder(name, data_dir, config)
   # TFDS statistics would need TensorFlow; split_stats below reports what matters here.
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=None if root is None else str(root),
@@ -219,6 +262,7 @@ def load_split(name: str, split: str, data_dir: str, **options: Any) -> Sequence
     **options: the same options prepare_dataset got ('synthetic': sizes, seed, layout; 'imigue':
       source, needed only when both configs were prepared).
   """
+  check_data_dir(data_dir)
   if name == 'synthetic':
     config: str | builders.SyntheticConfig | None = _synthetic_config(options)
   elif name == 'imigue':
