@@ -19,7 +19,6 @@ test set) gets the submission file and no metrics.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from micro_dualnet_jax import metrics as metrics_lib
-from micro_dualnet_jax import submission
+from micro_dualnet_jax import atomic, submission
 from micro_dualnet_jax.rundir import EVAL_OUTPUTS_FILE as OUTPUTS_FILE
 from micro_dualnet_jax.rundir import RunDir
 
@@ -155,6 +154,5 @@ def run_ensemble(members: Sequence[tuple[str, float]], output_dir: str, *, datas
   os.makedirs(output_dir, exist_ok=True)
   submission.write_run_outputs(dataset, output_dir, list(clip_ids), probs,
                                labels if labelled else None)
-  with open(os.path.join(output_dir, 'ensemble.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
+  atomic.write_json(os.path.join(output_dir, 'ensemble.json'), summary)
   return summary
