@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from micro_dualnet_jax.errors import DirectoryInUseError
+from micro_dualnet_jax.errors import DirectoryInUseError, OutputWriteError
 
 LOCK_FILE = '.lock'
 _UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
@@ -92,11 +92,16 @@ class DirectoryLock:
 
     Raises:
       DirectoryInUseError: another process holds it (and not `wait`); the message names it.
+      OutputWriteError: the lock file cannot be created (a read-only folder).
     """
     if self._fd is not None:
       raise RuntimeError(f'{self.path} is already held by this object')
     while True:
-      fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+      try:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+      except OSError as error:
+        raise OutputWriteError(f'cannot create the lock file {self.path} ({error.strerror}): '
+                               f'the {self.what} is not writable') from None
       try:
         if not self._lock(fd, wait, on_wait):   # a file system without flock: used unlocked
           os.close(fd)

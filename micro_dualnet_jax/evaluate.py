@@ -27,6 +27,7 @@ from micro_dualnet_jax.config_utils import set_path
 from micro_dualnet_jax.data import datasets
 from micro_dualnet_jax.data.clip import DataFormatError
 from micro_dualnet_jax.data.loader import Loader
+from micro_dualnet_jax.errors import OutputWriteError
 from micro_dualnet_jax.rundir import (EVAL_METRICS_FILE, EVAL_OUTPUTS_FILE, METRICS_FILE,
                                       RunDir, RunDirError, seed_dir_name)
 
@@ -218,7 +219,10 @@ def evaluate_workdir(workdir: str, config: ml_collections.ConfigDict | None = No
   sharding.maybe_initialize_distributed()
   lock = run.lock('evaluating')
   try:
-    sharding.acquire_on_process_0(lock)
+    try:
+      sharding.acquire_on_process_0(lock)
+    except OutputWriteError as error:   # a read-only run directory
+      raise OutputWriteError(f'{error}; write the outputs elsewhere with --output') from None
     return _evaluate_workdir(run, config, overrides=overrides, checkpoint=checkpoint,
                              output_dir=None, verbose=verbose)
   finally:

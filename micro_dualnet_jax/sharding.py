@@ -15,7 +15,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from micro_dualnet_jax.dirlock import DirectoryLock
-from micro_dualnet_jax.errors import DirectoryInUseError
+from micro_dualnet_jax.errors import DirectoryInUseError, OutputWriteError
 
 DATA_AXIS = 'data'
 # Variables that, when set, mean a launcher asked for a multi-process run.
@@ -68,17 +68,18 @@ def acquire_on_process_0(lock: DirectoryLock) -> None:
   """Process 0 takes `lock`: a folder's lock belongs to the run, not to each of its processes.
 
   A collective (every process calls it at the same point). When another run holds the lock,
-  every process raises DirectoryInUseError (process 0 naming the holder).
+  every process raises DirectoryInUseError (process 0 naming the holder); when the lock file
+  cannot be created, process 0 raises OutputWriteError and the others DirectoryInUseError.
   """
   error = None
   if jax.process_index() == 0:
     try:
       lock.acquire()
-    except DirectoryInUseError as busy:
-      error = busy
+    except (DirectoryInUseError, OutputWriteError) as failure:
+      error = failure
   if any_process(error is not None):
-    raise error or DirectoryInUseError(f'{lock.what} {lock.folder} is in use by another run '
-                                       '(process 0 found it locked)')
+    raise error or DirectoryInUseError(f'process 0 could not take the lock of {lock.what} '
+                                       f'{lock.folder}')
 
 
 def barrier(name: str) -> None:

@@ -243,24 +243,28 @@ def _restore(seeds: Sequence[_Seed], abstract: dict[str, Any]
 
 
 class _Stop:
-  """SIGTERM/SIGINT flag: the loop saves a checkpoint and returns at the next step boundary."""
+  """SIGTERM/SIGINT flag: the loop saves a checkpoint and returns at the next step boundary.
+
+  `install` sets the handlers (after jax.distributed.initialize, which installs a SIGTERM
+  handler of its own), `restore` puts the previous ones back (nothing when not installed).
+  """
 
   def __init__(self):
     self.signal = None
     self._previous = {}
 
-  def __enter__(self):
+  def install(self) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
-      self._previous[sig] = signal.signal(sig, self._handle)
-    return self
+      self._previous.setdefault(sig, signal.signal(sig, self._handle))
 
   def _handle(self, signum, frame):
     del frame
     self.signal = signum
 
-  def __exit__(self, *exc):
+  def restore(self) -> None:
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+    self._previous.clear()
 
 
 def _seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
@@ -327,16 +331,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     profiling windows, or tests that stop a run at an exact point.
 
   The run holds the work directory's lock (`RunDir.lock`; process 0 for the whole run) and
-  handles SIGTERM / SIGINT from start to end; both are released however it ends.
+  handles SIGTERM / SIGINT from the multi-process start to its end; both are released however
+  it ends.
   """
-  lock = RunDir(workdir).lock('training')
+  lock, stop = RunDir(workdir).lock('training'), _Stop()
   try:
-    with _Stop() as stop:
-      return _train_and_evaluate(config, workdir, hooks, stop, lock)
+    return _train_and_evaluate(config, workdir, hooks, stop, lock)
   except OutputWriteError as error:   # a full or read-only disk mid-run
     raise TrainingError(f'{error}. {_intact_checkpoints(workdir)}. Free disk space or fix the '
                         'directory, then run the same command again to resume.') from error
   finally:
+    stop.restore()
     lock.release()
 
 
@@ -362,10 +367,12 @@ def _lock(lock: DirectoryLock, is_main: bool) -> None:
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         hooks: Sequence[Hook], stop: _Stop, lock: DirectoryLock
                         ) -> dict[str, Any]:
-  """train_and_evaluate's body: `stop` is installed, `lock` is not taken yet."""
+  """train_and_evaluate's body: `stop` and `lock` are installed and taken here, and restored
+  and released by the caller."""
   # 1. Checks: nothing is written until all of them pass.
   settings = check_config(config)
   sharding.maybe_initialize_distributed()
+  stop.install()
   is_main = jax.process_index() == 0
   mesh = sharding.make_mesh()
   sharding.check_batch_size(settings.batch_size, mesh)
