@@ -28,6 +28,7 @@ import tensorflow_datasets as tfds
 from micro_dualnet_jax.data import builders
 from micro_dualnet_jax.data.readers import imigue, ma52, nwucla
 from micro_dualnet_jax.dirlock import DirectoryLock, Holder
+from micro_dualnet_jax.errors import OutputWriteError
 
 PREPARE_LOCK_FILE = '.prepare.lock'
 
@@ -216,7 +217,10 @@ def prepare_dataset(name: str, manual_dir: str | None, data_dir: str,
   os.makedirs(data_dir, exist_ok=True)
   lock = DirectoryLock(data_dir, name=PREPARE_LOCK_FILE, what='data_dir',
                        activity='preparing datasets')
-  lock.acquire(wait=True, on_wait=_note_waiting)
+  try:
+    lock.acquire(wait=True, on_wait=_note_waiting)
+  except OutputWriteError:
+    pass   # a read-only data_dir: nothing can be prepared into it, a prepared dataset is read
   try:
     return _prepare(name, root, data_dir, config)
   finally:
