@@ -179,6 +179,7 @@ class Checkpointer:
     if manager is None:
       return None
     candidates = sorted(manager.all_steps() if steps is None else steps, reverse=True)
+    failures = []
     for step in candidates:
       error = None
       try:
@@ -201,13 +202,16 @@ class Checkpointer:
                   'unreadable on another process')
         logging.warning('checkpoint %s/%d could not be restored (%s); falling back to the '
                         'previous one', manager.directory, step, reason)
+        short = (reason.strip().splitlines() or [''])[0][:300]
+        failures.append((f'{manager.directory}/{step}', short))
         print(f'WARNING: checkpoint at step {step} in {manager.directory} is unreadable '
-              f'({reason.splitlines()[0][:300]}); falling back to the previous one', flush=True)
+              f'({short}); falling back to the previous one', flush=True)
         continue
       return step, {name: restored[name] for name in abstract}, dict(restored['meta'])
     if candidates:
-      raise CheckpointReadError(f'no checkpoint in {manager.directory} could be restored '
-                                f'(tried steps {candidates}); see the warnings above')
+      raise CheckpointReadError(
+          f'no checkpoint in {manager.directory} could be restored: '
+          + '; '.join(f'{path} ({why})' for path, why in failures), failures)
     return None
 
   def read_meta(self, step: int | None = None, *, best: bool = False) -> dict[str, Any] | None:

@@ -33,7 +33,6 @@ outputs unchanged.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -41,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from micro_dualnet_jax import metrics as metrics_lib
-from micro_dualnet_jax import submission
+from micro_dualnet_jax import atomic, submission
 from micro_dualnet_jax.config import DataConfig
 from micro_dualnet_jax.data import registry
 from micro_dualnet_jax.data.registry import DatasetSpec
@@ -309,6 +308,5 @@ def run_ensemble(members: Sequence[tuple[str, float]], output_dir: str, *, spec:
   os.makedirs(output_dir, exist_ok=True)
   submission.write_run_outputs(spec.submission, output_dir, list(clip_ids), probs,
                                labels if labelled else None)
-  with open(os.path.join(output_dir, 'ensemble.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
+  atomic.write_json(os.path.join(output_dir, 'ensemble.json'), summary)
   return summary

@@ -41,8 +41,23 @@ class TrainingError(UserError, RuntimeError):
 
 
 class CheckpointReadError(UserError, RuntimeError):
-  """No checkpoint of a run directory could be restored (every candidate failed)."""
+  """No checkpoint of a run directory could be restored (every candidate failed).
+
+  failures: (checkpoint folder, why it failed) per candidate, newest first.
+  """
+
+  def __init__(self, message: str, failures: list[tuple[str, str]] | None = None):
+    super().__init__(message)
+    self.failures = list(failures or [])
 
 
 class CheckpointWriteError(UserError, RuntimeError):
   """A checkpoint could not be written (full disk, unwritable directory, ...)."""
+
+
+class OutputWriteError(UserError, RuntimeError):
+  """A result file could not be written (full disk, read-only mount); the message names it."""
+
+
+class DirectoryInUseError(UserError, RuntimeError):
+  """Another process holds the lock of a work directory (or data_dir); the message names it."""

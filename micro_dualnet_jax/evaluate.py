@@ -12,7 +12,6 @@ result says `labelled: False`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -21,11 +20,12 @@ import jax
 import numpy as np
 from absl import logging
 
-from micro_dualnet_jax import inference, report, sharding, steps, submission
+from micro_dualnet_jax import atomic, inference, report, sharding, steps, submission
 from micro_dualnet_jax import metrics as metrics_lib
 from micro_dualnet_jax.config import RunConfig
-from micro_dualnet_jax.pipeline import datasets
 from micro_dualnet_jax.data.clip import DataFormatError
+from micro_dualnet_jax.errors import OutputWriteError
+from micro_dualnet_jax.pipeline import datasets
 from micro_dualnet_jax.pipeline.loader import Loader
 from micro_dualnet_jax.rundir import (EVAL_METRICS_FILE, EVAL_OUTPUTS_FILE, METRICS_FILE,
                                       RunDir, RunDirError, seed_dir_name)
@@ -132,13 +132,15 @@ def write_outputs(config: RunConfig, folder: str, result: EvalResult, splits: da
   submission.write_run_outputs(config.data.spec.submission, folder, clip_ids, probs,
                                result.labels if result.labelled else None)
   views = config.test_time
-  np.savez_compressed(os.path.join(folder, EVAL_OUTPUTS_FILE), logits=result.logits,
-                      routing_weights=result.routing_weights, labels=result.labels,
-                      clip_ids=np.asarray(clip_ids, dtype=str), eval_split=config.data.eval_split,
-                      test_time_clips=views.num_clips, test_time_flip=views.flip)
-  with open(os.path.join(folder, EVAL_METRICS_FILE), 'w') as f:
-    json.dump({**result.scalars(), 'checkpoint': checkpoint, 'eval_split': config.data.eval_split,
-               'test_time': dataclasses.asdict(views)}, f, indent=2)
+  with atomic.atomic_path(os.path.join(folder, EVAL_OUTPUTS_FILE)) as path:
+    np.savez_compressed(path, logits=result.logits, routing_weights=result.routing_weights,
+                        labels=result.labels, clip_ids=np.asarray(clip_ids, dtype=str),
+                        eval_split=config.data.eval_split, test_time_clips=views.num_clips,
+                        test_time_flip=views.flip)
+  atomic.write_json(os.path.join(folder, EVAL_METRICS_FILE),
+                    {**result.scalars(), 'checkpoint': checkpoint,
+                     'eval_split': config.data.eval_split,
+                     'test_time': dataclasses.asdict(views)})
   if summary is not None:
     RunDir(folder).write_summary(summary)
   if verbose:
@@ -205,19 +207,41 @@ def evaluate_workdir(workdir: str, config: RunConfig | None = None, *,
   scoring a finished run another way (e.g. with test-time views) keeps its own results; else to
   the run directory. A run of several seeds is scored seed by seed (`<output>/seed_<s>/`), with
   the mean and standard deviation over them (written to `<output>/eval_seeds.json` with
-  --output). A missing work directory is refused and nothing is created.
+  --output). A missing work directory is refused and nothing is created. Outputs written into
+  the run directory are written under its lock (a training run writing there, or another such
+  evaluation, refuses this one with DirectoryInUseError).
   """
   run = RunDir(workdir)
+  run.run_info()   # a missing or foreign directory is refused before it is locked
+  if output_dir is not None:
+    return _evaluate_workdir(run, config, overrides=overrides, checkpoint=checkpoint,
+                             output_dir=output_dir, verbose=verbose)
+  sharding.maybe_initialize_distributed()
+  lock = run.lock('evaluating')
+  try:
+    try:
+      sharding.acquire_on_process_0(lock)
+    except OutputWriteError as error:   # a read-only run directory
+      raise OutputWriteError(f'{error}; write the outputs elsewhere with --output') from None
+    return _evaluate_workdir(run, config, overrides=overrides, checkpoint=checkpoint,
+                             output_dir=None, verbose=verbose)
+  finally:
+    lock.release()
+
+
+def _evaluate_workdir(run: RunDir, config: RunConfig | None, *,
+                      overrides: dict[str, Any] | None, checkpoint: str,
+                      output_dir: str | None, verbose: bool) -> dict[str, Any]:
+  """evaluate_workdir's body (the lock, where needed, is held)."""
   if run.kind == 'seeds':
     per_seed = {}
     for seed, seed_run in zip(run.seeds(), run.seed_runs()):
-      per_seed[seed] = evaluate_workdir(
-          seed_run.path, config, overrides=overrides, checkpoint=checkpoint, verbose=verbose,
+      per_seed[seed] = _evaluate_workdir(
+          seed_run, config, overrides=overrides, checkpoint=checkpoint, verbose=verbose,
           output_dir=os.path.join(output_dir, seed_dir_name(seed)) if output_dir else None)
     result = {'seeds': per_seed, **seed_statistics(list(per_seed.values()))}
     if output_dir and jax.process_index() == 0:
-      with open(os.path.join(output_dir, 'eval_seeds.json'), 'w') as f:
-        json.dump(result, f, indent=2)
+      atomic.write_json(os.path.join(output_dir, 'eval_seeds.json'), result)
     return result
   trained = inference.run_config(run, config, verbose=verbose)
   settings = eval_config(trained, config, overrides)   # a bad setting fails here, before reading

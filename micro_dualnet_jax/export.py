@@ -18,18 +18,25 @@ checkpoint (`inference.restore_model`). The output folder holds:
   labels.json         the class names, by class index.
   preprocessing.json  layout (joint names, coordinate channels, root and scale joints), T, the
                       sampling, normalisation and stream settings, the default prediction window.
-  manifest.json       checkpoint step, platforms, jax version, the files.
+  manifest.json       checkpoint step, platforms, jax version, the files, and the sha256 of each
+                      file the loader reads (the artifacts, params.npz, labels.json,
+                      preprocessing.json).
   load_exported.py    a copy of `load_exported` below: runs the artifacts with jax + numpy only.
+
+The loader checks every file it reads against its sha256 in manifest.json and refuses a file
+changed after export (a replaced weight, shuffled labels) with a one-line error naming it.
 
 B (and L for the pipeline) are symbolic: any batch size and window length run without a
 re-export. The artifacts are lowered for CPU and CUDA (and TPU where this jax can lower for it).
 
-The loader section of this module (`ExportedModel`, `load_exported` and the file-name constants)
-uses only json, os, jax and numpy, so `load_exported.py` is written from its source.
+The loader section of this module (`ExportedModel`, `load_exported`, `file_sha256` and the
+file-name constants) uses only hashlib, json, os, jax and numpy, so `load_exported.py` is written
+from its source.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import os
@@ -39,6 +46,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from micro_dualnet_jax import atomic
 from micro_dualnet_jax.config import RunConfig
 from micro_dualnet_jax.errors import InputError
 
@@ -54,6 +62,16 @@ PLATFORMS = ('cpu', 'cuda', 'tpu')
 
 
 # ----------------------------------------------------------------------------- loader (jax + numpy)
+
+
+def file_sha256(path):
+  """The sha256 of a file's bytes, as hex."""
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
 
 
 class ExportedModel:
@@ -102,9 +120,20 @@ def load_exported(path, kind='model'):
     folder, file = os.path.dirname(path) or '.', path
     kinds = {name: k for k, name in ARTIFACTS.items()}
     kind = kinds.get(os.path.basename(file), kind)
-  for needed in (file, os.path.join(folder, PARAMS_FILE)):
+  for needed in (file, os.path.join(folder, PARAMS_FILE), os.path.join(folder, MANIFEST_FILE)):
     if not os.path.isfile(needed):
       raise FileNotFoundError(f'{needed}: not found; export the model with --mode=export')
+  with open(os.path.join(folder, MANIFEST_FILE)) as f:
+    checksums = json.load(f).get('sha256')
+  if not isinstance(checksums, dict):
+    raise ValueError(f'{os.path.join(folder, MANIFEST_FILE)} has no checksums (an older '
+                     'export): export the model again with --mode=export')
+  for path in (file, *(os.path.join(folder, name)
+                       for name in (PARAMS_FILE, LABELS_FILE, PREPROCESSING_FILE))):
+    expected, actual = checksums.get(os.path.basename(path)), file_sha256(path)
+    if actual != expected:
+      raise ValueError(f'{path}: sha256 {actual} differs from the {expected} in {MANIFEST_FILE}: '
+                       'the file was changed after export; export the model again')
   with open(file, 'rb') as f:
     exported = jax.export.deserialize(bytearray(f.read()))
   with np.load(os.path.join(folder, PARAMS_FILE)) as data:
@@ -248,42 +277,42 @@ def export_workdir(config: RunConfig | None, workdir: str, output_dir: str | Non
   output_dir = output_dir or os.path.join(workdir, 'export')
   os.makedirs(output_dir, exist_ok=True)
   for name, exported in ((MODEL_FILE, model_exported), (PIPELINE_FILE, pipeline_exported)):
-    with open(os.path.join(output_dir, name), 'wb') as f:
+    with atomic.atomic_path(os.path.join(output_dir, name)) as path, open(path, 'wb') as f:
       f.write(exported.serialize())
-  np.savez(os.path.join(output_dir, PARAMS_FILE),
-           **{f'p{i:04d}': x for i, x in enumerate(leaves)})
-  with open(os.path.join(output_dir, LABELS_FILE), 'w') as f:
-    json.dump(predictor.class_names, f, indent=2)
-  with open(os.path.join(output_dir, PREPROCESSING_FILE), 'w') as f:
-    json.dump(preprocessing_settings(run_config), f, indent=2)
+  with atomic.atomic_path(os.path.join(output_dir, PARAMS_FILE)) as path:
+    np.savez(path, **{f'p{i:04d}': x for i, x in enumerate(leaves)})
+  atomic.write_json(os.path.join(output_dir, LABELS_FILE), predictor.class_names)
+  atomic.write_json(os.path.join(output_dir, PREPROCESSING_FILE),
+                    preprocessing_settings(run_config))
   _write_standalone_loader(os.path.join(output_dir, LOADER_FILE))
 
+  checked = (MODEL_FILE, PIPELINE_FILE, PARAMS_FILE, LABELS_FILE, PREPROCESSING_FILE)
   manifest = {
       'workdir': os.path.abspath(workdir), 'checkpoint_step': step,
       'layout': layout.name, 'num_classes': len(predictor.class_names),
       'platforms': list(model_exported.platforms), 'jax_version': jax.__version__,
-      'files': sorted(os.listdir(output_dir)) + [MANIFEST_FILE],
+      'files': sorted({*checked, LOADER_FILE, MANIFEST_FILE}),
+      'sha256': {name: file_sha256(os.path.join(output_dir, name)) for name in checked},
   }
-  with open(os.path.join(output_dir, MANIFEST_FILE), 'w') as f:
-    json.dump(manifest, f, indent=2)
+  atomic.write_json(os.path.join(output_dir, MANIFEST_FILE), manifest)
   return manifest
 
 
 def _write_standalone_loader(path: str) -> None:
   """Writes the loader section of this module as a file that imports only json, os, jax, numpy."""
   constants = {name: globals()[name] for name in (
-      'PARAMS_FILE', 'LABELS_FILE', 'PREPROCESSING_FILE', 'ARTIFACTS')}
+      'PARAMS_FILE', 'LABELS_FILE', 'PREPROCESSING_FILE', 'MANIFEST_FILE', 'ARTIFACTS')}
   source = [
       '"""Loads the Micro-DualNet artifacts in this folder; needs only jax and numpy.\n\n'
       '    from load_exported import load_exported\n'
       '    model = load_exported(FOLDER)                 # or load_exported(FOLDER, "pipeline")\n'
       '    out = model(keypoints, frame_mask)            # dict: logits, routing_weights\n\n'
       'Written by micro_dualnet_jax.export; see preprocessing.json for the inputs.\n"""\n',
-      'import json\nimport os\n\nimport jax\nimport numpy as np\n',
+      'import hashlib\nimport json\nimport os\n\nimport jax\nimport numpy as np\n',
       *(f'{name} = {value!r}' for name, value in constants.items()), '',
-      inspect.getsource(ExportedModel), inspect.getsource(load_exported)]
-  with open(path, 'w') as f:
-    f.write('\n'.join(source))
+      inspect.getsource(file_sha256), inspect.getsource(ExportedModel),
+      inspect.getsource(load_exported)]
+  atomic.write_text(path, '\n'.join(source))
 
 
 EXPORT_FORMATS = ('jax', 'onnx')

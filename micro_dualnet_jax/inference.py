@@ -29,12 +29,17 @@ from micro_dualnet_jax import metrics as metrics_lib
 from micro_dualnet_jax import sharding
 from micro_dualnet_jax.checkpoint import Checkpointer
 from micro_dualnet_jax.config import AugmentConfig, RunConfig
-from micro_dualnet_jax.pipeline import augment
+from micro_dualnet_jax.data.clip import Clip
 from micro_dualnet_jax.data.readers import presence_confidence
-from micro_dualnet_jax.errors import CheckpointReadError, InputError
+from micro_dualnet_jax.errors import CheckpointReadError, InputError, UserError
 from micro_dualnet_jax.models import MicroDualNet
+from micro_dualnet_jax.pipeline import augment
 from micro_dualnet_jax.rundir import RunDir, RunDirError, config_dict, config_differences
 from micro_dualnet_jax.skeleton import Layout, get_layout
+
+
+class NonFiniteOutputError(UserError, ValueError):
+  """The model gave NaN or inf outputs for a window with a person: no prediction is reported."""
 
 
 @dataclasses.dataclass
@@ -240,6 +245,9 @@ class Predictor:
 
     Returns:
       logits (W, N), probabilities (W, N), routing_weights (W, K, 2), person_frames (W,).
+
+    Raises NonFiniteOutputError when a window with a person gets a NaN or inf logit or routing
+    weight: such a window has no prediction, and reporting its argmax would be a made-up class.
     """
     outputs: dict[str, list[np.ndarray]] = {}
     done = 0
@@ -265,7 +273,18 @@ class Predictor:
       n, k = len(self.class_names), len(self.entity_names)
       return {'logits': np.zeros((0, n), np.float32), 'probabilities': np.zeros((0, n)),
               'routing_weights': np.zeros((0, k, 2)), 'person_frames': np.zeros((0,))}
-    return {key: np.concatenate(values) for key, values in outputs.items()}
+    result = {key: np.concatenate(values) for key, values in outputs.items()}
+    finite = (np.isfinite(result['logits']).all(-1)
+              & np.isfinite(result['routing_weights']).all((-2, -1)))
+    bad = np.flatnonzero((result['person_frames'] > 0) & ~finite)
+    if len(bad):
+      raise NonFiniteOutputError(
+          f'the model (checkpoint step {self.step}) gave NaN or inf outputs for {len(bad)} of '
+          f'{len(starts)} windows (the first starts at frame {int(starts[bad[0]])}); no '
+          'prediction is reported. The input passed the value checks '
+          '(docs/data_formats.md), so the checkpoint\'s parameters are not finite or the input '
+          'is far outside the training data')
+    return result
 
   def predict(self, keypoints: np.ndarray, confidence: np.ndarray | None = None, *,
               top_k: int = 5) -> dict[str, Any]:
@@ -298,6 +317,7 @@ class Predictor:
     confidence = np.where(np.isfinite(keypoints).all(-1),
                           np.nan_to_num(np.asarray(confidence, np.float32)), 0.0)
     keypoints = np.where((confidence > 0)[..., None], keypoints, 0.0)
+    Clip('input', keypoints, confidence, -1, self.layout.name, source='predict()').validate(v)
     # Padded to a power of two: clips of many lengths share a few compiled programs.
     length = 1 << max(len(keypoints) - 1, 0).bit_length()
     pad = length - len(keypoints)

@@ -59,7 +59,6 @@ section of the command line's config (`--config.predict.window=...`), else the d
 from __future__ import annotations
 
 import csv
-import json
 import os
 import pathlib
 import sys
@@ -69,14 +68,14 @@ from typing import Any
 
 import numpy as np
 
+from micro_dualnet_jax import atomic, report
 from micro_dualnet_jax import metrics as metrics_lib
-from micro_dualnet_jax import report
 from micro_dualnet_jax.config import PredictOptions, RunConfig
 from micro_dualnet_jax.data.clip import Clip
 from micro_dualnet_jax.data.recordings import load_recordings
 from micro_dualnet_jax.errors import InputError
-from micro_dualnet_jax.inference import (Predictor, restore_model, routing_entries, run_config,
-                                         topk_entries)
+from micro_dualnet_jax.inference import (NonFiniteOutputError, Predictor, restore_model,
+                                         routing_entries, run_config, topk_entries)
 from micro_dualnet_jax.rundir import RunDir
 from micro_dualnet_jax.timeline import (NO_PERSON, frame_timeline, label_name,
                                         segments, time_shares, window_starts)
@@ -120,7 +119,6 @@ def predict_clip(predictor: Predictor, clip: Clip, options: PredictOptions,
     The summary written to prediction.json (short input) or summary.json (long input).
   """
   output_dir = os.fspath(output_dir)
-  os.makedirs(output_dir, exist_ok=True)
   total = clip.num_frames
   person = np.any(clip.confidence > 0, axis=-1)
   empty = int(np.sum(~person))
@@ -130,8 +128,12 @@ def predict_clip(predictor: Predictor, clip: Clip, options: PredictOptions,
   window_person = cumulative[ends] - cumulative[starts]
   run_rows = np.flatnonzero(window_person > 0)
   progress = _Progress(len(run_rows), 'windows', enabled=verbose and len(starts) > 1)
-  out = predictor.run(clip.keypoints, clip.confidence, starts[run_rows], options.window,
-                      progress)
+  try:
+    out = predictor.run(clip.keypoints, clip.confidence, starts[run_rows], options.window,
+                        progress)
+  except NonFiniteOutputError as error:   # before any file of this recording is written
+    raise NonFiniteOutputError(f'{clip.source}: {error}') from None
+  os.makedirs(output_dir, exist_ok=True)
   num_classes, k = len(predictor.class_names), len(predictor.entity_names)
   probabilities = np.zeros((len(starts), num_classes))
   routing = np.full((len(starts), k, 2), np.nan)
@@ -180,8 +182,7 @@ def predict_clip(predictor: Predictor, clip: Clip, options: PredictOptions,
                                if predicted.any() else None),
       'st_share_by_predicted_action': by_action,
   }
-  with open(os.path.join(output_dir, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
+  atomic.write_json(os.path.join(output_dir, 'summary.json'), summary)
   report.plot_timeline(os.path.join(output_dir, 'timeline.png'), smoothed, starts, ends, probabilities,
                 predicted, routing, predictor.class_names, predictor.entity_names, options.fps,
                 title=clip.clip_id)
@@ -202,8 +203,7 @@ def _short_result(predictor: Predictor, clip: Clip, options: PredictOptions, out
     result.update(status='ok',
                   top_k=topk_entries(probabilities, predictor.class_names, options.top_k),
                   routing_weights=routing_entries(routing, predictor.entity_names))
-  with open(os.path.join(output_dir, 'prediction.json'), 'w') as f:
-    json.dump(result, f, indent=2)
+  atomic.write_json(os.path.join(output_dir, 'prediction.json'), result)
   if verbose:
     print(_clip_table(result), flush=True)
   if options.render and probabilities is not None:
@@ -221,7 +221,7 @@ def _write_windows_csv(path: str, starts, ends, window_person, predicted, ranked
     header += [f'top{i + 1}', f'top{i + 1}_prob']
   for e in predictor.entity_names:
     header += [f'{e}_st', f'{e}_ts']
-  with open(path, 'w', newline='') as f:
+  with atomic.atomic_path(path) as temporary, open(temporary, 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(header)
     for w in range(len(starts)):
@@ -237,7 +237,7 @@ def _write_windows_csv(path: str, starts, ends, window_person, predicted, ranked
 
 def _write_timeline_csv(path: str, labels: np.ndarray, class_names: Sequence[str],
                         fps: float) -> None:
-  with open(path, 'w', newline='') as f:
+  with atomic.atomic_path(path) as temporary, open(temporary, 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['start_frame', 'end_frame', 'start_s', 'end_s', 'label'])
     for start, end, label in segments(labels):

@@ -21,6 +21,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from micro_dualnet_jax import atomic
 from micro_dualnet_jax.metrics import class_routing_means
 from micro_dualnet_jax.skeleton import Layout, get_layout
 from micro_dualnet_jax.timeline import label_name
@@ -37,7 +38,8 @@ def _new_figure(width: float, height: float) -> Figure:
 def _save(fig: Figure, out_png: str | os.PathLike) -> str:
   out_png = os.fspath(out_png)
   os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-  fig.savefig(out_png, dpi=_DPI, format='png')
+  with atomic.atomic_path(out_png) as temporary:
+    fig.savefig(temporary, dpi=_DPI, format='png')
   return out_png
 
 
@@ -410,7 +412,7 @@ def render_clip(keypoints: np.ndarray, confidence: np.ndarray, layout: Layout | 
   os.makedirs(os.path.dirname(os.path.abspath(out_path)) or '.', exist_ok=True)
   step = len(keypoints) / len(frames)
   writer = PillowWriter(fps=max(1, round(fps / step)))
-  with writer.saving(fig, out_path, dpi=80):
+  with atomic.atomic_path(out_path) as temporary, writer.saving(fig, temporary, dpi=80):
     for t in frames:
       draw(int(t))
       writer.grab_frame()

@@ -22,6 +22,10 @@ such a directory (or one without run.json, written before the format was recorde
 by name. `class_names` (the dataset's, in label order) lets eval, predict and export name the
 classes without opening the dataset; runs written before it was recorded get their dataset's
 registered names (`data/registry.py`).
+
+One process at a time writes a run directory: training (process 0 of a multi-process run) and an
+evaluation writing its outputs there hold its lock (`lock`, `dirlock.py`; `.lock` in the top
+directory of a run of several seeds covers its seed folders).
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from typing import Any
 
 from micro_dualnet_jax.config import RunConfig
 from micro_dualnet_jax.errors import RunDirError
+
+from micro_dualnet_jax import atomic
+from micro_dualnet_jax.dirlock import DirectoryLock
 
 FORMAT = 'micro_dualnet_jax.run'
 FORMAT_VERSION = 2
@@ -98,15 +105,15 @@ def _as_today(values: dict[str, Any]) -> dict[str, Any]:
 
 def _write_json(path: str, value: Any) -> None:
   """Written whole, then renamed: another process may be reading the old file."""
-  with open(path + '.tmp', 'w') as f:
-    json.dump(value, f, indent=2)
-  os.replace(path + '.tmp', path)
+  atomic.write_json(path, value)
 
 
 def _read_json(path: str) -> Any:
   try:
     with open(path) as f:
       return json.load(f)
+  except FileNotFoundError:
+    raise RunDirError(f'{path} is missing; the work directory is damaged') from None
   except json.JSONDecodeError as error:
     raise RunDirError(f'{path} is not valid JSON ({error}); the work directory is damaged') \
         from None
@@ -196,9 +203,15 @@ class RunDir:
   def check_same_model(self, config: RunConfig | dict[str, Any]) -> None:
     """Refuses `config` if the directory holds a run with other model, loss or input settings
     (MODEL_KEYS; a setting that keeps every parameter shape, e.g. velocity_scale or the input
-    stream, would otherwise restore and silently compute something else)."""
+    stream, would otherwise restore and silently compute something else), or checkpoints
+    without the config.json that says what they are."""
     old = self.raw_config()
     if old is None:
+      if self.has_checkpoints():
+        raise RunDirError(
+            f'{self.file(CONFIG_FILE)} is missing, but {self.path!r} holds checkpoints: without '
+            'it they cannot be checked against this config (another model would be restored '
+            'or trained over). Put config.json back, or use a new --workdir')
       return
     diffs = config_differences(old, config)
     if diffs:
@@ -229,9 +242,35 @@ class RunDir:
   def write_summary(self, summary: dict[str, Any]) -> None:
     _write_json(self.file(SUMMARY_FILE), summary)
 
-  def checkpoint_steps(self) -> list[int]:
-    """The committed checkpoint steps under checkpoints/ (read from the folder names)."""
-    folder = self.file(CHECKPOINTS_DIR)
+  def checkpoint_steps(self, folder: str = CHECKPOINTS_DIR) -> list[int]:
+    """The committed checkpoint steps under checkpoints/ (or `folder`, e.g. best/), read from
+    the folder names."""
+    folder = self.file(folder)
     if not os.path.isdir(folder):
       return []
     return sorted(int(p) for p in os.listdir(folder) if p.isdigit())
+
+  def has_checkpoints(self) -> bool:
+    """Whether checkpoints/ or best/ holds a committed checkpoint."""
+    return bool(self.checkpoint_steps() or self.checkpoint_steps(BEST_DIR))
+
+  # ------------------------------------------------------------------- one writer at a time
+
+  def lock_dir(self) -> str:
+    """The folder whose lock covers this one: the run of several seeds this is a seed folder
+    of, else this directory."""
+    parent, name = os.path.split(os.path.normpath(os.path.abspath(self.path)))
+    if name.startswith(SEED_PREFIX) and os.path.isfile(os.path.join(parent, RUN_FILE)):
+      try:
+        info = _read_json(os.path.join(parent, RUN_FILE))
+      except RunDirError:
+        return self.path
+      if isinstance(info, dict) and info.get('kind') == 'seeds' and \
+          name in {seed_dir_name(s) for s in info.get('seeds', [])}:
+        return parent
+    return self.path
+
+  def lock(self, activity: str) -> DirectoryLock:
+    """The (not yet acquired) lock of this run directory (`lock_dir`), for `activity`
+    ('training', 'evaluating')."""
+    return DirectoryLock(self.lock_dir(), what='work directory', activity=activity)

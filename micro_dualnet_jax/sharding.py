@@ -15,7 +15,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from micro_dualnet_jax.errors import ConfigError
+from micro_dualnet_jax.dirlock import DirectoryLock
+from micro_dualnet_jax.errors import ConfigError, DirectoryInUseError, OutputWriteError
 
 DATA_AXIS = 'data'
 # Variables that, when set, mean a launcher asked for a multi-process run.
@@ -62,6 +63,24 @@ def any_process(flag: bool) -> bool:
     return flag
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
+def acquire_on_process_0(lock: DirectoryLock) -> None:
+  """Process 0 takes `lock`: a folder's lock belongs to the run, not to each of its processes.
+
+  A collective (every process calls it at the same point). When another run holds the lock,
+  every process raises DirectoryInUseError (process 0 naming the holder); when the lock file
+  cannot be created, process 0 raises OutputWriteError and the others DirectoryInUseError.
+  """
+  error = None
+  if jax.process_index() == 0:
+    try:
+      lock.acquire()
+    except (DirectoryInUseError, OutputWriteError) as failure:
+      error = failure
+  if any_process(error is not None):
+    raise error or DirectoryInUseError(f'process 0 could not take the lock of {lock.what} '
+                                       f'{lock.folder}')
 
 
 def barrier(name: str) -> None:

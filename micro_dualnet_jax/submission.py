@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from micro_dualnet_jax import atomic
 from micro_dualnet_jax import metrics as metrics_lib
 from micro_dualnet_jax.data.ma52_classes import MA52_ACTION_TO_BODY, NUM_CLASSES as MA52_ACTIONS
 from micro_dualnet_jax.rundir import PREDICTIONS_FILE
@@ -35,7 +36,7 @@ SUBMISSIONS = {'imigue': ('Submission.csv', 'Submission.zip'),
 def _write_rows(path: str | os.PathLike, header: Sequence[str] | None,
                 rows: Sequence[Sequence[Any]], lineterminator: str = '\n') -> None:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'w', newline='') as f:
+  with atomic.atomic_path(path) as temporary, open(temporary, 'w', newline='') as f:
     writer = csv.writer(f, lineterminator=lineterminator)
     if header is not None:
       writer.writerow(header)
@@ -45,7 +46,8 @@ def _write_rows(path: str | os.PathLike, header: Sequence[str] | None,
 def zip_for_server(csv_path: str | os.PathLike, zip_path: str | os.PathLike) -> str:
   """`zip_path` holding `csv_path` alone, at the zip root (no folder), as the servers take it."""
   zip_path = os.fspath(zip_path)
-  with zipfile.ZipFile(zip_path, 'w', compression=zipfile.ZIP_DEFLATED) as archive:
+  with atomic.atomic_path(zip_path) as temporary, \
+      zipfile.ZipFile(temporary, 'w', compression=zipfile.ZIP_DEFLATED) as archive:
     archive.write(csv_path, arcname=os.path.basename(csv_path))
   return zip_path
 

@@ -30,13 +30,16 @@ import jax
 import numpy as np
 from absl import logging
 
-from micro_dualnet_jax import __version__, evaluate, rundir, sharding, steps
+from micro_dualnet_jax import __version__, atomic, evaluate, rundir, sharding, steps
 from micro_dualnet_jax.checkpoint import (Checkpointer, abstract_like, items_state, state_items,
                                           tree_checksum)
 from micro_dualnet_jax.config import RunConfig, RunSettings
+from micro_dualnet_jax.dirlock import LOCK_FILE
+from micro_dualnet_jax.errors import (CheckpointReadError, CheckpointWriteError, ConfigError,
+                                      DirectoryInUseError, OutputWriteError, RunDirError,
+                                      TrainingError)
 from micro_dualnet_jax.pipeline import datasets, device_data
 from micro_dualnet_jax.pipeline.loader import Loader
-from micro_dualnet_jax.errors import CheckpointWriteError, ConfigError, RunDirError, TrainingError
 from micro_dualnet_jax.rundir import METRICS_FILE, RunDir, seed_dir_name
 
 Hook = Callable[[str, int], None]
@@ -75,11 +78,15 @@ def _check_workdir(run: RunDir, config: RunConfig) -> None:
   """A work directory that holds a run: the same format, kind, seeds and model."""
   if not run.exists():
     if os.path.isdir(run.path) and os.listdir(run.path):
-      # Write probes of other processes (or of a killed one) and empty orbax folders are fine.
-      leftovers = sorted(p for p in os.listdir(run.path) if not p.startswith('.write_test.'))
-      if set(leftovers) - {rundir.CHECKPOINTS_DIR, rundir.BEST_DIR}:
+      # Write probes of other processes (or of a killed one), the lock and empty orbax folders
+      # are fine; checkpoints without the run.json and config.json that say what they are are
+      # not.
+      leftovers = sorted(p for p in os.listdir(run.path)
+                         if not p.startswith('.write_test.') and p != LOCK_FILE)
+      if set(leftovers) - {rundir.CHECKPOINTS_DIR, rundir.BEST_DIR} or run.has_checkpoints():
         raise RunDirError(f'work directory {run.path!r} is not empty and holds no run '
-                          f'({leftovers[:5]}); use an empty or new --workdir')
+                          f'(no run.json or config.json; it holds {leftovers[:5]}); use an empty '
+                          'or new --workdir')
     return
   info = run.run_info()
   kind = 'seeds' if config.run.num_seeds > 1 else 'run'
@@ -137,17 +144,19 @@ class _MetricsLog:
           continue
         kept.append(line if line.endswith('\n') else line + '\n')
     if dropped:
-      with open(self.path + '.tmp', 'w') as f:
-        f.writelines(kept)
-      os.replace(self.path + '.tmp', self.path)
+      atomic.write_text(self.path, ''.join(kept))
       logging.info('metrics.jsonl: dropped %d record(s) after step %d (trained again)', dropped,
                    step)
 
   def write(self, record: dict[str, Any]) -> None:
     if not self.enabled:
       return
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    try:
+      with open(self.path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+    except OSError as error:   # a line cut short is dropped when the run resumes
+      raise OutputWriteError(f'appending to {self.path} failed ({error.strerror or error})') \
+          from error
     if self.tensorboard is not None:
       for key, value in record.items():
         if key != 'step' and isinstance(value, (int, float)):
@@ -181,10 +190,18 @@ def _checkpoint_io(write: Callable[..., Any], *args, **kwargs) -> Any:
 
 def _restore(seeds: Sequence[_Seed], abstract: dict[str, Any]
              ) -> tuple[int, list[dict[str, Any]], list[dict]] | None:
-  """The newest step every seed has a readable checkpoint of -> (step, states, metas)."""
-  common = set.intersection(*(set(s.ckpt.steps()) for s in seeds))
-  if not common and not any(s.ckpt.steps() for s in seeds):
+  """The newest step every seed has a readable checkpoint of -> (step, states, metas); None
+  when there is no checkpoint at all.
+
+  Raises CheckpointReadError, naming every checkpoint and why it failed, when there are
+  checkpoints and none restores (another JAX_ENABLE_X64 or library version, an I/O error, a
+  damaged disk): the run must not start from scratch over them, which would delete them.
+  """
+  found = {s.seed: s.ckpt.steps() for s in seeds}
+  if not any(found.values()):
     return None
+  common = set.intersection(*(set(steps) for steps in found.values()))
+  failures = []
   for step in sorted(common, reverse=True):
     states, metas = [], []
     try:
@@ -192,34 +209,42 @@ def _restore(seeds: Sequence[_Seed], abstract: dict[str, Any]
         restored = s.ckpt.restore(abstract, steps=[step])
         states.append(items_state(restored[1]))
         metas.append(restored[2])
-    except RuntimeError:
+    except CheckpointReadError as error:
+      failures += [f'{path} ({why})' for path, why in error.failures]
       continue
     return step, states, metas
-  found = {s.seed: s.ckpt.steps() for s in seeds}
-  print(f'WARNING: no step has a readable checkpoint for every seed ({found}); starting from '
-        'scratch', flush=True)
-  return None
+  for s in seeds:
+    failures += [f'{s.ckpt.latest.directory}/{step} (not every seed has step {step})'
+                 for step in found[s.seed] if step not in common]
+  raise CheckpointReadError(
+      'none of the checkpoints could be restored, so the run did not start and nothing was '
+      'deleted: ' + '; '.join(failures) + '. Run with the settings that wrote them (e.g. the '
+      'same JAX_ENABLE_X64 and package versions), or move them away to start from scratch')
 
 
 class _Stop:
-  """SIGTERM/SIGINT flag: the loop saves a checkpoint and returns at the next step boundary."""
+  """SIGTERM/SIGINT flag: the loop saves a checkpoint and returns at the next step boundary.
+
+  `install` sets the handlers (after jax.distributed.initialize, which installs a SIGTERM
+  handler of its own), `restore` puts the previous ones back (nothing when not installed).
+  """
 
   def __init__(self):
     self.signal = None
     self._previous = {}
 
-  def __enter__(self):
+  def install(self) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
-      self._previous[sig] = signal.signal(sig, self._handle)
-    return self
+      self._previous.setdefault(sig, signal.signal(sig, self._handle))
 
   def _handle(self, signum, frame):
     del frame
     self.signal = signum
 
-  def __exit__(self, *exc):
+  def restore(self) -> None:
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+    self._previous.clear()
 
 
 def _seed_config(config: RunConfig, seed: int) -> RunConfig:
@@ -279,11 +304,15 @@ class Trainer:
     train()   the loop to the step budget; False when it stopped early (a signal, or
               max_steps_per_run), after saving a checkpoint.
     finish()  the final evaluation, the outputs and the summary.
+
+  The run holds the work directory's lock (`RunDir.lock`; process 0, from the checks to the end)
+  and handles SIGTERM / SIGINT from the multi-process start on; `close` releases both.
   """
 
   def __init__(self, config: RunConfig, workdir: str, *, hooks: Sequence[Hook] = ()):
     self.config, self.settings, self.hooks = config, config.run, tuple(hooks)
     self.run = RunDir(workdir)
+    self.lock, self.stop = self.run.lock('training'), _Stop()
     self.seeds = config.seeds
     self.multi = len(self.seeds) > 1
     self.is_main = True
@@ -297,11 +326,17 @@ class Trainer:
     """Every check before anything is written; the summary of a run that is done, else None."""
     settings, workdir = self.settings, self.run.path
     sharding.maybe_initialize_distributed()
+    self.stop.install()   # after jax.distributed, which installs a SIGTERM handler of its own
     self.is_main = jax.process_index() == 0
     self.mesh = sharding.make_mesh()
     sharding.check_batch_size(settings.batch_size, self.mesh)
     sharding.check_batch_size(settings.eval_batch_size, self.mesh, 'eval_batch_size')
     _check_writable(workdir)
+    # An existing work directory is checked under its lock (another run may be writing it); a
+    # new one is locked when it is created, after the checks.
+    locked_early = sharding.any_process(self.is_main and os.path.isdir(self.lock.folder))
+    if locked_early:
+      self._take_lock()
     _check_workdir(self.run, self.config)
     done = _finished_as_configured(self.run, self.config)
     if done is not None:   # a requeued finished run: nothing read, nothing written
@@ -328,9 +363,25 @@ class Trainer:
       raise RunDirError(f'work directory {workdir!r} holds checkpoints up to step {newest}, '
                         f'beyond this config\'s {self.total_steps} steps: raise num_train_steps '
                         '/ num_epochs, or use a new --workdir')
+    if not locked_early:
+      self._take_lock()
+      if sharding.any_process(self.is_main and (self.run.exists() or self.run.has_checkpoints())):
+        raise DirectoryInUseError(f'work directory {workdir!r} was written by another run while '
+                                  'this command checked it; run the command again')
     # Every process has passed every check before any of them writes.
     sharding.barrier('run checks passed')
     return None
+
+  def _take_lock(self) -> None:
+    """Process 0 creates the work directory if needed and takes its lock (a collective)."""
+    if self.is_main:
+      os.makedirs(self.lock.folder, exist_ok=True)
+    sharding.acquire_on_process_0(self.lock)
+
+  def close(self) -> None:
+    """Puts the signal handlers back and releases the lock, however the run ended."""
+    self.stop.restore()
+    self.lock.release()
 
   def _choose_pipeline(self) -> tuple[str, device_data.PackedSplit | None]:
     """'device' (with the packed training split, every record read and checked) or 'host'."""
@@ -520,62 +571,69 @@ class Trainer:
     samples_since, t_last = 0, time.time()
     per_call = settings.steps_per_call or 1   # auto: one step until a call has been timed
     self.train_calls = 0
-    with _Stop() as stop:
-      streams = ([s.loader.train_batches(self.start_step) for s in self.per_seed]
-                 if self.pipeline == 'host' else [])
-      try:
-        while self.step < self.total_steps:
-          first = self.step
-          count = min(per_call, self._call_end(first) - first)
-          start = time.time()
-          if self.pipeline == 'device':
-            source = self.source
-          else:
-            source = steps.stack_host_batches(
-                [[next(it) for it in streams] for _ in range(count)], self.mesh,
-                settings.batch_size, self.max_steps_per_call)
-          self.state, call_metrics = self.train_loop(
-              self.state, source, self.seed_array,
-              sharding.replicate_host_value(np.int32(count), self.mesh))
-          self.train_calls += 1
-          self.step = step = first + count
-          samples_since += count * settings.batch_size * len(self.seeds)
-          logged = [s for s in range(first + 1, step + 1)
-                    if s % settings.log_every_steps == 0 or s == self.total_steps]
-          if logged:
-            values = {k: np.asarray(v, np.float64)
-                      for k, v in jax.device_get(call_metrics).items()}
-            now = time.time()
-            rate = samples_since / max(now - t_last, 1e-9)
-            for s in logged:
-              self._log(s, {k: v[s - first - 1] for k, v in values.items()}, rate)
-            samples_since, t_last = 0, now
-          if not settings.steps_per_call:
-            jax.block_until_ready(self.state['step'])
-            if self.train_calls > 1:   # the first call compiled
-              per_step = (time.time() - start) / count
-              per_call = int(min(max(AUTO_CALL_SECONDS / per_step, 1), self.max_steps_per_call))
-          self._hooks('step', step)
-          if settings.eval_every_steps and step % settings.eval_every_steps == 0 \
-              and step < self.total_steps:
-            self.evaluate(step)
-          if step % settings.checkpoint_every_steps == 0 or step == self.total_steps:
-            self.save(step)
-          # Processes stop at the same step even when the signal reaches only some of them.
-          signalled = sharding.any_process(stop.signal is not None)
-          if signalled or (step - self.start_step == settings.max_steps_per_run
-                           and step < self.total_steps):
-            self.save(step, force=True)
-            self._close()
-            reason = (f'received signal {stop.signal}' if stop.signal is not None else
-                      'another process received a signal' if signalled else
-                      f'max_steps_per_run={settings.max_steps_per_run} reached')
-            print(f'Stopping early ({reason}): saved checkpoint at step {step}; run the same '
-                  'command again to resume.', flush=True)
-            return False
-      finally:
-        for stream in streams:
-          stream.close()
+    stop = self.stop
+    # A signal during the checks, the restore or the data loading: nothing was trained since the
+    # checkpoint of start_step, so the run stops before compiling its first call.
+    if sharding.any_process(stop.signal is not None):
+      self._close()
+      print(f'Stopping early (a signal came before the first step): nothing trained since step '
+            f'{self.start_step}; run the same command again to resume.', flush=True)
+      return False
+    streams = ([s.loader.train_batches(self.start_step) for s in self.per_seed]
+               if self.pipeline == 'host' else [])
+    try:
+      while self.step < self.total_steps:
+        first = self.step
+        count = min(per_call, self._call_end(first) - first)
+        start = time.time()
+        if self.pipeline == 'device':
+          source = self.source
+        else:
+          source = steps.stack_host_batches(
+              [[next(it) for it in streams] for _ in range(count)], self.mesh,
+              settings.batch_size, self.max_steps_per_call)
+        self.state, call_metrics = self.train_loop(
+            self.state, source, self.seed_array,
+            sharding.replicate_host_value(np.int32(count), self.mesh))
+        self.train_calls += 1
+        self.step = step = first + count
+        samples_since += count * settings.batch_size * len(self.seeds)
+        logged = [s for s in range(first + 1, step + 1)
+                  if s % settings.log_every_steps == 0 or s == self.total_steps]
+        if logged:
+          values = {k: np.asarray(v, np.float64)
+                    for k, v in jax.device_get(call_metrics).items()}
+          now = time.time()
+          rate = samples_since / max(now - t_last, 1e-9)
+          for s in logged:
+            self._log(s, {k: v[s - first - 1] for k, v in values.items()}, rate)
+          samples_since, t_last = 0, now
+        if not settings.steps_per_call:
+          jax.block_until_ready(self.state['step'])
+          if self.train_calls > 1:   # the first call compiled
+            per_step = (time.time() - start) / count
+            per_call = int(min(max(AUTO_CALL_SECONDS / per_step, 1), self.max_steps_per_call))
+        self._hooks('step', step)
+        if settings.eval_every_steps and step % settings.eval_every_steps == 0 \
+            and step < self.total_steps:
+          self.evaluate(step)
+        if step % settings.checkpoint_every_steps == 0 or step == self.total_steps:
+          self.save(step)
+        # Processes stop at the same step even when the signal reaches only some of them.
+        signalled = sharding.any_process(stop.signal is not None)
+        if signalled or (step - self.start_step == settings.max_steps_per_run
+                         and step < self.total_steps):
+          self.save(step, force=True)
+          self._close()
+          reason = (f'received signal {stop.signal}' if stop.signal is not None else
+                    'another process received a signal' if signalled else
+                    f'max_steps_per_run={settings.max_steps_per_run} reached')
+          print(f'Stopping early ({reason}): saved checkpoint at step {step}; run the same '
+                'command again to resume.', flush=True)
+          return False
+    finally:
+      for stream in streams:
+        stream.close()
     return True
 
   # ------------------------------------------------------------------- 4. finish
@@ -586,6 +644,11 @@ class Trainer:
     self._check_finite(step)
     self._hooks('final_eval', step)
     results = self.evaluate(step)
+    if self.stop.signal is not None:
+      # The checkpoint of the last step is saved and the evaluation is done: writing its outputs
+      # takes seconds, and stopping here would leave a finished run without them.
+      print(f'Received signal {self.stop.signal} during the final evaluation: writing its '
+            'outputs, then exiting.', flush=True)
     self._close()
     wall = round(time.time() - self.history_start, 1)
     common = {'num_params': int(self.num_params), 'devices': jax.device_count(),
@@ -624,18 +687,37 @@ def train_and_evaluate(config: RunConfig, workdir: str, *,
 
   hooks: callables `hook(event, step)` run on the host, in order, at fixed points of the loop:
     'step' after the call of steps that reached step `step` (every step with steps_per_call=1)
-    was dispatched and logged, before its checkpoint and the signal check; 'checkpoint' after the checkpoints of `step` were written (started, with
-    async_checkpoints); 'final_eval' before the final evaluation. For progress reporting,
-    profiling windows, or tests that stop a run at an exact point.
+    was dispatched and logged, before its checkpoint and the signal check; 'checkpoint' after
+    the checkpoints of `step` were written (started, with async_checkpoints); 'final_eval'
+    before the final evaluation. For progress reporting, profiling windows, or tests that stop
+    a run at an exact point.
   """
   trainer = Trainer(config, workdir, hooks=hooks)
-  done = trainer.check()
-  if done is not None:
-    return _report_finished(trainer.run, done)
-  trainer.start()
-  if not trainer.train():
-    return {'interrupted_at_step': trainer.step}
-  return trainer.finish()
+  try:
+    done = trainer.check()
+    if done is not None:
+      return _report_finished(trainer.run, done)
+    trainer.start()
+    if not trainer.train():
+      return {'interrupted_at_step': trainer.step}
+    return trainer.finish()
+  except OutputWriteError as error:   # a full or read-only disk mid-run
+    raise TrainingError(f'{error}. {_intact_checkpoints(workdir)}. Free disk space or fix the '
+                        'directory, then run the same command again to resume.') from error
+  finally:
+    trainer.close()
+
+
+def _intact_checkpoints(workdir: str) -> str:
+  """Which checkpoint a run stopped by an error resumes from: the newest every seed has."""
+  run = RunDir(workdir)
+  try:
+    runs = run.seed_runs()
+  except RunDirError:   # run.json not written yet
+    runs = [run]
+  common = set.intersection(*(set(r.checkpoint_steps()) for r in runs))
+  return (f'The checkpoints are intact (latest: step {max(common)})' if common else
+          'No checkpoint was written yet')
 
 
 def device_name() -> str:

@@ -24,11 +24,13 @@ def _pickle(path: pathlib.Path, obj) -> None:
 
 def write_imigue_processed(root: pathlib.Path, prefix: str, lengths: list[int],
                            labels: list[int]) -> None:
-  """(N, 3, 90, 22, 1) arrays with clip i holding `lengths[i]` frames of value i + 1."""
+  """(N, 3, 90, 22, 1) arrays with clip i holding `lengths[i]` frames of coordinates i + 1 and
+  confidence 1."""
   root.mkdir(parents=True, exist_ok=True)
   data = np.zeros((len(lengths), 3, 90, 22, 1), np.float32)
   for i, n in enumerate(lengths):
-    data[i, :, :n] = i + 1
+    data[i, :2, :n] = i + 1
+    data[i, 2, :n] = 1.0
   np.save(root / f'{prefix}_data.npy', data)
   _pickle(root / f'{prefix}_label.pkl', ([f'{prefix}{i:03d}_0' for i in range(len(lengths))],
                                          labels))

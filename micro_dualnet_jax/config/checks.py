@@ -8,6 +8,7 @@ with what is being checked (`invalid model config: width must be ...`).
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -20,7 +21,8 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+  """A finite real number (not a bool; NaN and inf are not settings)."""
+  return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def integer(name: str, value: Any, minimum: int | None = None) -> int:
@@ -39,8 +41,9 @@ def positive_int(name: str, value: Any) -> int:
 
 def number_in(name: str, value: Any, low: float | None = None, high: float | None = None, *,
               low_open: bool = False, high_open: bool = False) -> float:
-  """A real number in the interval [low, high] (ends open where asked; None: unbounded)."""
-  ok = _is_number(value) and value == value   # NaN fails
+  """A finite real number in the interval [low, high] (ends open where asked; None:
+  unbounded)."""
+  ok = _is_number(value)
   if ok and low is not None:
     ok = value > low if low_open else value >= low
   if ok and high is not None:

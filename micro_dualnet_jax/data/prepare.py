@@ -5,6 +5,10 @@ reader that fits (e.g. raw vs processed iMiGUE), runs the TFDS builder (array_re
 TensorFlow) and returns one stats dict per split; `main.py --mode=prepare` prints them as JSON
 lines. `load_split` opens a prepared split for random access.
 
+One process prepares a data_dir at a time: `prepare_dataset` holds the lock `.prepare.lock` in it
+(`dirlock.py`), and a second one waits for the first, then finds the dataset prepared. A
+data_dir that is a file is refused by name.
+
 Where the files are looked for, in order:
   manual_dir given:  manual_dir, then manual_dir/<name>
   manual_dir None:   <data_dir>/downloads/manual/<name>, then <data_dir>/downloads/manual,
@@ -15,6 +19,7 @@ What each dataset is (its reader dispatch, options, builder) is its `registry.Da
 
 from __future__ import annotations
 
+import os
 import pathlib
 from collections.abc import Sequence
 from typing import Any
@@ -24,12 +29,31 @@ import tensorflow_datasets as tfds
 
 from micro_dualnet_jax.data import builders, registry
 from micro_dualnet_jax.data.registry import imigue_release  # noqa: F401  (re-exported)
-from micro_dualnet_jax.errors import ConfigError, DatasetNotFoundError
+from micro_dualnet_jax.dirlock import DirectoryLock, Holder
+from micro_dualnet_jax.errors import ConfigError, DatasetNotFoundError, OutputWriteError
+
+PREPARE_LOCK_FILE = '.prepare.lock'
 
 # Canonical split order of the stats; any other split name follows in name order.
 SPLIT_ORDER = ('train', 'validation', 'test')
 # Split names people use for the same thing.
 SPLIT_ALIASES = {'val': 'validation', 'valid': 'validation', 'validate': 'validation'}
+
+
+def check_data_dir(data_dir: str) -> None:
+  """Refuses a data_dir that exists and is not a folder (before TFDS fails on it deep inside)."""
+  if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+    raise ConfigError(f'data.data_dir {data_dir!r} is a file, not a folder: give the folder '
+                      'TFDS keeps prepared datasets in (it is created when missing)')
+
+
+def _is_local(data_dir: str) -> bool:
+  return '://' not in data_dir   # gs://, s3://: TFDS's own file systems, not lockable here
+
+
+def _note_waiting(holder: Holder | None) -> None:
+  who = holder.describe() if holder is not None else 'another process'
+  print(f'note: waiting for {who}, which is preparing datasets in the same data_dir', flush=True)
 
 
 def _candidates(spec: registry.DatasetSpec, manual_dir: str | None,
@@ -126,17 +150,39 @@ def prepare_dataset(name: str, manual_dir: str | None, data_dir: str,
     (+ "unlabelled" when a split has unlabelled clips).
 
   A dataset already prepared in `data_dir` is reused as it is (TFDS semantics); delete
-  `<data_dir>/<builder name>/<config>/` to rebuild it from changed files.
+  `<data_dir>/<builder name>/<config>/` to rebuild it from changed files. A second process
+  preparing the same data_dir waits for the first (module docstring).
   """
+  check_data_dir(data_dir)
   spec = registry.get_spec(name)
   spec.check_options(options)
+  # What to read is found (and a missing dataset refused) before data_dir is created.
   if spec.generated_config is not None:
-    builder, root = make_builder(name, data_dir, spec.generated_config(options)), None
+    root, config = None, spec.generated_config(options)
   else:
     root, config = find_manual_dir(name, manual_dir, data_dir, **options)
     if spec.release_config is not None:   # read and check every clip before writing
       config = spec.release_config(root, options, True)
-    builder = make_builder(name, data_dir, config)
+  if not _is_local(data_dir):
+    return _prepare(name, root, data_dir, config)
+  os.makedirs(data_dir, exist_ok=True)
+  lock = DirectoryLock(data_dir, name=PREPARE_LOCK_FILE, what='data_dir',
+                       activity='preparing datasets')
+  try:
+    lock.acquire(wait=True, on_wait=_note_waiting)
+  except OutputWriteError:
+    pass   # a read-only data_dir: nothing can be prepared into it, a prepared dataset is read
+  try:
+    return _prepare(name, root, data_dir, config)
+  finally:
+    lock.release()
+
+
+def _prepare(name: str, root: pathlib.Path | None, data_dir: str,
+             config: Any) -> list[dict[str, Any]]:
+  """Builds dataset `name` (builder `config`) from the files in `root` into `data_dir`, and
+  returns its split stats (prepare_dataset's body, under the data_dir's lock)."""
+  builder = make_builder(name, data_dir, config)
   # TFDS statistics would need TensorFlow; split_stats below reports what matters here.
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=None if root is None else str(root),
@@ -186,6 +232,7 @@ def load_split(name: str, split: str, data_dir: str, manual_dir: str | None = No
     **options: the same options prepare_dataset got ('synthetic': sizes, seed, layout; 'imigue':
       source, needed only when both configs were prepared).
   """
+  check_data_dir(data_dir)
   spec = registry.get_spec(name)
   spec.check_options(options)
   builder = make_builder(name, data_dir, _prepared_config(spec, data_dir, manual_dir, options))

@@ -119,7 +119,8 @@ def load_recordings(input_path: str | os.PathLike[str], model_layout: Layout | s
   elif path.suffix == '.csv':
     keypoints, confidence = read_skeleton_csv(path)
     clips = [Clip(clip_id=path.stem.removesuffix('_light_hand'), keypoints=keypoints,
-                  confidence=confidence, label=-1, layout=IMIGUE_RAW_LAYOUT, source=str(path))]
+                  confidence=confidence, label=-1, layout=IMIGUE_RAW_LAYOUT, source=str(path)
+                  ).validate(get_layout(IMIGUE_RAW_LAYOUT).num_joints)]
   elif path.suffix in ('.pkl', '.pickle'):
     _, annotations = load_pyskl(path)
     if not annotations:

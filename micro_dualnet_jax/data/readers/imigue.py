@@ -15,7 +15,7 @@ import numpy as np
 
 from micro_dualnet_jax.data.clip import Clip, DataFormatError
 from micro_dualnet_jax.data.readers._common import (
-    as_int, best_person, check_unique, first_non_finite, load_pickle)
+    as_int, best_person, check_unique, first_non_finite, load_pickle, read_text)
 from micro_dualnet_jax.skeleton import get_layout
 
 IMIGUE_CLASSES: tuple[str, ...] = (
@@ -54,12 +54,10 @@ def gesture_to_class(gesture_id: int, where: str = '') -> int:
 # Raw release (Section 1a).
 
 
-def _data_lines(path: pathlib.Path) -> list[str]:
-  """Lines of a text file without trailing blank lines; a blank line inside raises."""
-  try:
-    lines = path.read_text().splitlines()
-  except UnicodeDecodeError as e:
-    raise DataFormatError(f'{path}: not a text file: {e}') from e
+def _data_lines(path: pathlib.Path, what: str) -> list[str]:
+  """Lines of a text file without trailing blank lines; a blank line inside raises (as does a
+  missing or unreadable file, naming it as `what`)."""
+  lines = read_text(path, what).splitlines()
   while lines and not lines[-1].strip():
     lines.pop()
   for i, line in enumerate(lines):
@@ -92,9 +90,7 @@ def read_skeleton_csv(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     (`openpose35` order). Missing joints (`0,0,0`) keep confidence 0.
   """
   path = pathlib.Path(path)
-  if not path.is_file():
-    raise DataFormatError(f'{path}: skeleton file not found')
-  lines = _data_lines(path)
+  lines = _data_lines(path, 'skeleton file')
   if not lines:
     raise DataFormatError(f'{path}: no rows (empty skeleton file)')
   try:
@@ -115,10 +111,8 @@ def read_skeleton_csv(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
 def read_label_csv(path: PathLike) -> list[tuple[int, int, int]]:
   """Reads a raw `<video>_label.csv`: one `(gesture_id, start_frame, end_frame)` per clip row."""
   path = pathlib.Path(path)
-  if not path.is_file():
-    raise DataFormatError(f'{path}: label file not found')
   rows = []
-  for i, line in enumerate(_data_lines(path)):
+  for i, line in enumerate(_data_lines(path, 'label file')):
     cells = [c.strip() for c in line.split(',')]
     if len(cells) != 3:
       raise DataFormatError(

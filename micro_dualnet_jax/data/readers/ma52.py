@@ -19,7 +19,7 @@ from micro_dualnet_jax.data.clip import Clip, DataFormatError
 from micro_dualnet_jax.data.ma52_classes import (
     MA52_ACTION_TO_BODY, MA52_BODY_GROUPS, MA52_CLASSES, NUM_BODY_CLASSES, NUM_CLASSES,
     ma52_body_label)
-from micro_dualnet_jax.data.readers._common import check_unique
+from micro_dualnet_jax.data.readers._common import check_unique, read_text
 from micro_dualnet_jax.data.readers.pyskl import annotation_to_clip, load_pyskl
 
 __all__ = ['MA52_ACTION_TO_BODY', 'MA52_BODY_GROUPS', 'MA52_CLASSES', 'NUM_BODY_CLASSES',
@@ -45,11 +45,9 @@ def read_list_file(path: PathLike) -> list[tuple[str, int, int]]:
     line, in file order. The clip id is what the benchmark's prediction.csv must name.
   """
   path = pathlib.Path(path)
-  if not path.is_file():
-    raise DataFormatError(f'{path}: list file not found')
   entries = []
   # splitlines() accepts CRLF and LF alike and ignores a missing final newline.
-  lines = path.read_text().splitlines()
+  lines = read_text(path, 'list file').splitlines()
   while lines and not lines[-1].strip():
     lines.pop()
   for i, line in enumerate(lines, start=1):
@@ -79,7 +77,7 @@ def read_label_names(path: PathLike) -> list[str]:
   """Reads `label_name.txt` (`<index>\\t<name>` per line) into 52 class names, by index."""
   path = pathlib.Path(path)
   names: dict[int, str] = {}
-  for i, line in enumerate(path.read_text().splitlines(), start=1):
+  for i, line in enumerate(read_text(path, 'class name file').splitlines(), start=1):
     if not line.strip():
       continue
     index, sep, name = line.partition('\t')

@@ -15,7 +15,8 @@ import re
 import numpy as np
 
 from micro_dualnet_jax.data.clip import Clip, DataFormatError
-from micro_dualnet_jax.data.readers._common import as_int, first_non_finite, presence_confidence
+from micro_dualnet_jax.data.readers._common import (
+    as_int, first_non_finite, presence_confidence, read_text)
 from micro_dualnet_jax.skeleton import get_layout
 
 NWUCLA_CLASSES: tuple[str, ...] = (
@@ -59,9 +60,10 @@ def read_nwucla_file(path: PathLike) -> Clip:
   """
   path = pathlib.Path(path)
   meta = parse_clip_name(path.stem)
+  text = read_text(path, 'JSON file')
   try:
-    data = json.loads(path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    data = json.loads(text)
+  except json.JSONDecodeError as e:
     raise DataFormatError(f'{path}: not valid JSON (truncated?): {e}') from e
   if not isinstance(data, dict) or not {'file_name', 'label', 'skeletons'} <= data.keys():
     raise DataFormatError(f'{path}: expected an object with file_name, label and skeletons')

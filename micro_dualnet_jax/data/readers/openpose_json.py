@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from micro_dualnet_jax.data.clip import Clip, DataFormatError
-from micro_dualnet_jax.data.readers._common import best_person, first_non_finite
+from micro_dualnet_jax.data.readers._common import best_person, first_non_finite, read_text
 from micro_dualnet_jax.errors import InputError
 from micro_dualnet_jax.skeleton import get_layout
 
@@ -85,9 +85,10 @@ def read_frame(path: PathLike, hands: bool) -> np.ndarray | None:
     hands: read the finger tips (hand keypoints must be present); otherwise they stay zero.
   """
   path = pathlib.Path(path)
+  text = read_text(path, 'JSON file')
   try:
-    data = json.loads(path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    data = json.loads(text)
+  except json.JSONDecodeError as e:
     raise DataFormatError(f'{path}: not valid JSON (truncated?): {e}') from e
   people = data.get('people') if isinstance(data, Mapping) else None
   if not isinstance(people, list):
