@@ -239,6 +239,13 @@ class _Stop:
       signal.signal(sig, handler)
 
 
+def improves_on_best(scalars: dict[str, Any], best: dict[str, Any], metric: str) -> bool:
+  """Whether an evaluation scoring `scalars` becomes the best one, given `best`, the metrics of
+  the best evaluation so far ({} before the first). Strictly higher `metric` only: of tied
+  evaluations the first stays best, here and in best/."""
+  return not best or scalars[metric] > best.get(metric, -1)
+
+
 def _seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
   """The config of one seed's run directory: a run of that seed alone."""
   seed_config = copy.deepcopy(config)
@@ -428,9 +435,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     for i, (s, result) in enumerate(zip(per_seed, results)):
       scalars = result.scalars()
       s.log.write({'step': step, **{f'eval_{k}': v for k, v in scalars.items()}})
-      # Strictly better only: of tied evaluations the first stays best, here and in best/.
-      if result.labelled and (not s.best or scalars[settings.best_metric]
-                              > s.best.get(settings.best_metric, -1)):
+      if result.labelled and improves_on_best(scalars, s.best, settings.best_metric):
         s.best.clear()
         s.best.update({**scalars, 'step': step})
         if finite:
