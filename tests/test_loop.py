@@ -4,7 +4,8 @@ a resumed run picks the data up, which evaluation the best checkpoint holds.
 `train.train_and_evaluate` runs for real (checks, run directories, loaders, orbax checkpoints,
 resume) with four stand-ins: the data are hand-made records, the train state is a few numbers per
 seed instead of a model (nothing to compile, little to checkpoint), the train step records the
-source indices of its batch instead of training, and the evaluation returns scripted scores. The
+source indices of its batch instead of training, and the evaluation returns scripted scores
+(of the final outputs only summary.json is written). The
 end-to-end equalities (bit-identical parameters after a resume, a seed of a multi-seed run equal
 to its run alone) are the slow tests of test_train.py, test_seeds.py and test_reliability.py.
 """
@@ -22,6 +23,7 @@ from support import smoke_config
 from micro_dualnet_jax import evaluate, steps, train
 from micro_dualnet_jax.data import datasets
 from micro_dualnet_jax.data.synthetic import class_names
+from micro_dualnet_jax.rundir import RunDir
 from micro_dualnet_jax.skeleton import get_layout
 
 NUM_TRAIN, BATCH = 40, 8          # 5 steps per epoch: 8 steps cross an epoch boundary
@@ -62,7 +64,7 @@ class LoopProbe:
     monkeypatch.setattr(steps, 'create_train_states', self._create_train_states)
     monkeypatch.setattr(steps, 'make_train_step', self._make_train_step)
     monkeypatch.setattr(evaluate, 'evaluate', self._evaluate)
-    monkeypatch.setattr(evaluate, 'write_outputs', lambda *args, **kwargs: None)
+    monkeypatch.setattr(evaluate, 'write_outputs', self._write_outputs)
 
   @staticmethod
   def _create_train_states(config, tx, mesh, seeds):
@@ -85,6 +87,12 @@ class LoopProbe:
                 num_seeds=None):
     i, self.evaluations = self.evaluations, self.evaluations + 1
     return [_Scores(self.scores[s][i] if self.scores else 50.0) for s in range(num_seeds)]
+
+  @staticmethod
+  def _write_outputs(config, folder, result, splits, summary=None, *, verbose=True):
+    """Of the final outputs, only summary.json (what tells a finished run)."""
+    if summary is not None:
+      RunDir(folder).write_summary(summary)
 
   def order(self) -> np.ndarray:
     """(steps, S, B) source indices read so far."""
@@ -155,3 +163,45 @@ def test_which_evaluations_become_the_best(sequence, chosen):
     if train.improves_on_best({'top1': top1}, best, 'top1'):
       best, picked = {'top1': top1, 'step': i}, picked + [i]
   assert picked == chosen
+
+
+def test_a_raised_step_budget_trains_on_from_the_last_checkpoint(monkeypatch, tmp_path, capsys):
+  workdir = str(tmp_path / 'run')
+  LoopProbe(monkeypatch)
+  train.train_and_evaluate(_config(), workdir)
+  again = LoopProbe(monkeypatch)
+  assert train.train_and_evaluate(_config(), workdir)['step'] == 8
+  assert not again.batches and 'already holds this run, finished at step 8' in \
+      capsys.readouterr().out
+  more = LoopProbe(monkeypatch)
+  assert train.train_and_evaluate(_config(num_train_steps=10), workdir)['step'] == 10
+  assert 'Resuming from checkpoint at step 8' in capsys.readouterr().out
+  reference = LoopProbe(monkeypatch)
+  train.train_and_evaluate(_config(num_train_steps=10), str(tmp_path / 'ten'))
+  np.testing.assert_array_equal(more.order(), reference.order()[8:])     # steps 9 and 10
+  logged = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert [r['step'] for r in logged if 'train_loss' in r] == [2, 4, 6, 8, 10]
+
+
+def test_a_non_finite_step_stops_the_run_before_its_checkpoint(monkeypatch, tmp_path):
+  """Seed 1's step 3 has a NaN loss (the step counts it in 'nonfinite'): the check at the next
+  log point (step 4) stops the run by name, before step 4's checkpoint."""
+  probe = LoopProbe(monkeypatch)
+  make_step = probe._make_train_step
+
+  def nan_at_step_3(*args, **kwargs):
+    step = make_step(*args, **kwargs)
+
+    def run(state, batch):
+      state, metrics = step(state, batch)
+      bad = (state['step'] == 3) & (jnp.arange(len(state['step'])) == 1)
+      return {**state, 'nonfinite': state['nonfinite'] + bad.astype(jnp.int32)}, metrics
+    return run
+
+  monkeypatch.setattr(steps, 'make_train_step', nan_at_step_3)
+  with pytest.raises(train.TrainingError, match=r'steps up to step 4 had a NaN or inf loss or '
+                                                r'gradient \(seed 1: 1\)'):
+    train.train_and_evaluate(_config(num_seeds=2, checkpoint_every_steps=2), str(tmp_path))
+  assert len(probe.batches) == 4
+  for seed in (0, 1):
+    assert sorted(os.listdir(tmp_path / f'seed_{seed}' / 'checkpoints')) == ['2']

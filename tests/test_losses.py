@@ -97,7 +97,7 @@ def test_kl_mac_runs_through_the_model_heads():
                        num_frames=8, num_classes=5, mac_projection=False, path_heads=True)
   model = MicroDualNet(config, rngs=nnx.Rngs(0))
   model.eval()
-  logits, aux = model(jnp.ones((2, 8, 22, 3)))
+  logits, aux = nnx.jit(lambda model, x: model(x))(model, jnp.ones((2, 8, 22, 3)))  # one compile
   assert aux['path_logits_st'].shape == aux['path_logits_ts'].shape == (2, 5)
   loss, parts = total_loss(logits, aux, jnp.array([0, 1]), LossConfig(mac='kl'))
   assert np.isfinite(loss) and parts['mac'] > 0

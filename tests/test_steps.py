@@ -98,19 +98,23 @@ DETERMINISTIC = {'model.dropout': 0.0, 'loss.mac': 'none', 'augment.crop_min_rat
                  'model.paths': 'st', 'model.global_token': False, 'batch_size': 4}
 
 
-def _one_step(config, batch):
-  tx, _ = steps.make_optimizer(config.optim, 10)
-  graphdef, state = steps.init_train_state(config, tx, 0)
-  step = jax.jit(steps.train_step_fn(graphdef, tx, config))
-  state, metrics = step(state, batch)   # step 0: learning rate 0, Adam's moments fill
-  return jax.device_get(state), jax.device_get(metrics)
+@pytest.fixture(scope='module')
+def deterministic_steps():
+  """(config, initial state, jitted train step) for grad_accum 1 and 2, and a batch of 4."""
+  out = {}
+  for accum in (1, 2):
+    config = smoke_config('unused', **DETERMINISTIC, **{'optim.grad_accum': accum})
+    tx, _ = steps.make_optimizer(config.optim, 10)
+    graphdef, state = steps.init_train_state(config, tx, 0)
+    out[accum] = config, state, jax.jit(steps.train_step_fn(graphdef, tx, config))
+  return out, hand_made_batch(4, 20)
 
 
-def test_gradient_accumulation_averages_the_micro_batch_gradients():
-  batch = hand_made_batch(4, 20)
-  full_state, full = _one_step(smoke_config('unused', **DETERMINISTIC), batch)
-  accum_state, accum = _one_step(
-      smoke_config('unused', **DETERMINISTIC, **{'optim.grad_accum': 2}), batch)
+def test_gradient_accumulation_averages_the_micro_batch_gradients(deterministic_steps):
+  by_accum, batch = deterministic_steps
+  # Step 0: learning rate 0; Adam's moments fill.
+  (full_state, full), (accum_state, accum) = [
+      jax.device_get(step(state, batch)) for _, state, step in (by_accum[1], by_accum[2])]
   for key in ('loss', 'ce', 'accuracy', 'grad_norm'):
     np.testing.assert_allclose(accum[key], full[key], rtol=1e-5, err_msg=key)
   # Adam's first moment after one step is (1 - b1) * the gradient: a sum over the micro-batches
@@ -119,3 +123,24 @@ def test_gradient_accumulation_averages_the_micro_batch_gradients():
                   jax.tree.leaves(full_state['opt_state'])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-9)
   assert float(full['grad_norm']) > 1e-3
+
+
+def test_a_non_finite_step_changes_nothing_but_the_counters(deterministic_steps):
+  by_accum, batch = deterministic_steps
+  _, state, step = by_accum[1]
+  state, _ = step(state, batch)
+  state, _ = step(state, batch)              # a step at a learning rate above 0
+  before = jax.device_get(state)
+  poisoned = dict(batch, keypoints=batch['keypoints'].copy())
+  poisoned['keypoints'][0] = np.nan          # every joint of one clip
+  state, metrics = step(state, poisoned)
+  after = jax.device_get(state)
+  assert not np.isfinite(metrics['loss'])
+  assert int(after['step']) == int(before['step']) + 1 == 3
+  assert int(after['nonfinite']) == int(before['nonfinite']) + 1 == 1
+  for part in ('params', 'opt_state', 'rng'):
+    for a, b in zip(jax.tree.leaves(after[part]), jax.tree.leaves(before[part])):
+      np.testing.assert_array_equal(a, b, err_msg=part)
+  moved = jax.device_get(step(state, batch)[0])   # and the next finite step trains on
+  assert not np.array_equal(jax.tree.leaves(moved['params'])[0],
+                            jax.tree.leaves(after['params'])[0])

@@ -26,6 +26,10 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
 
 
+# Fast tier: test_lifecycle.py::test_a_finished_run_holds_every_output (the same files, of a run
+# made by main.py) and ::test_eval_reads_the_runs_own_config (--mode=eval reproduces the final
+# metrics); this one adds test-time views written elsewhere and the flip refusal.
+@pytest.mark.slow
 def test_smoke_run_writes_every_output(data_dir, tmp_path):
   summary = train.train_and_evaluate(smoke_config(data_dir), str(tmp_path))
   assert summary['step'] == 8
@@ -171,6 +175,10 @@ def test_resumed_run_equals_uninterrupted(data_dir, tmp_path):
   assert resumed['final'] == full['final']
 
 
+# Fast tier: test_lifecycle.py::test_a_refused_command_leaves_the_work_directory_as_it_was
+# (the same refusal, through main.py) and ::test_eval_reads_the_runs_own_config (a --config with
+# another model is ignored by --mode=eval).
+@pytest.mark.slow
 def test_refuses_workdir_of_a_different_model(data_dir, tmp_path):
   train.train_and_evaluate(smoke_config(data_dir, max_steps_per_run=1), str(tmp_path))
   with pytest.raises(RunDirError, match=r'model.width: 16 in the work directory, 24 now'):
@@ -185,6 +193,7 @@ def test_refuses_workdir_of_a_different_model(data_dir, tmp_path):
   assert evaluated == plain
 
 
+@pytest.mark.slow   # fast: test_loop.py::test_a_non_finite_step_stops_the_run_before_its_checkpoint
 def test_nan_loss_stops_with_a_message_and_no_nan_checkpoint(data_dir, tmp_path):
   config = smoke_config(data_dir, **{'optim.learning_rate': 1e30, 'optim.clip_norm': 0.0})
   with pytest.raises(train.TrainingError, match='NaN or inf'):
