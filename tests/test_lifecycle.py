@@ -110,10 +110,13 @@ def test_a_raised_step_budget_trains_on_from_the_last_checkpoint(finished, data_
     (['--config.model.width=-3'], 'invalid model config: width must be a positive integer, '
                                   'got -3'),
     (['--config.model.widht=3'], '--config: .*widht'),
-    (['--config.optim.learning_rate=-1.0'], 'invalid optim config: learning_rate must be a '
-                                            'number > 0, got -1.0'),
+    # The same path as width=-3 (the config checks); the messages: test_train.py::
+    # test_each_bad_config_value_is_named.
+    pytest.param(['--config.optim.learning_rate=-1.0'], 'invalid optim config: learning_rate '
+                 'must be a number > 0, got -1.0', marks=pytest.mark.slow),
     (['--config.num_seeds=2'], r'holds a run of seeds \[0\]; this config trains seeds \[0, 1\]'),
-    (['--config.test_time.num_clips=0'], 'num_clips must be a positive integer, got 0'),
+    pytest.param(['--config.test_time.num_clips=0'], 'num_clips must be a positive integer, '
+                 'got 0', marks=pytest.mark.slow),
     (['--config.augment.stream=bone'], "augment.stream: 'joint' in the work directory, 'bone'"),
     (['--config.best_metric=top5'], "best_metric 'top1', this config by 'top5'"),
 ])
@@ -132,7 +135,8 @@ def test_a_refused_command_leaves_the_work_directory_as_it_was(finished, data_di
 
 @pytest.mark.parametrize('args, message', [
     (['--config=configs/smok.py'], '--config: .*configs/smok.py'),
-    (['--config=configs/smoke.py', '--config.model.widht=3'], '--config: .*widht'),
+    pytest.param(['--config=configs/smoke.py', '--config.model.widht=3'], '--config: .*widht',
+                 marks=pytest.mark.slow),   # fast: the same flag error in the test above
     (['--config=configs/smoke.py', '--config.batch_size=0'],
      'invalid run config: batch_size must be a positive integer, got 0'),
     (['--config=configs/imigue.py', '--config.data.manual_dir=/nonexistent/imigue'],

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import signal
 
 import jax
@@ -201,6 +202,20 @@ def test_nan_loss_stops_with_a_message_and_no_nan_checkpoint(data_dir, tmp_path)
   checkpoints = tmp_path / 'checkpoints'
   saved = sorted(os.listdir(checkpoints)) if checkpoints.exists() else []
   assert all(int(s) < 2 for s in saved if s.isdigit())
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('model.width', -3, 'invalid model config: width must be a positive integer, got -3'),
+    ('optim.learning_rate', -1.0,
+     'invalid optim config: learning_rate must be a number > 0, got -1.0'),
+    ('test_time.num_clips', 0, 'invalid test_time config: num_clips must be a positive integer, '
+                               'got 0'),
+    ('batch_size', 0, 'invalid run config: batch_size must be a positive integer, got 0'),
+])
+def test_each_bad_config_value_is_named(key, value, message):
+  """What main.py prints for each (test_lifecycle.py runs some of them through main.py)."""
+  with pytest.raises(ValueError, match=re.escape(message)):
+    train.check_config(smoke_config('unused', **{key: value}))
 
 
 def test_unwritable_workdir_is_refused(data_dir, tmp_path):
