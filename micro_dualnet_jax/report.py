@@ -8,6 +8,7 @@ file (PNG; GIF for `render_clip`) and returns its path.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -194,20 +195,32 @@ def _check_routing(weights: Any, num_entities: int) -> np.ndarray:
   return weights
 
 
-def plot_routing_weights(weights: Any, entity_names: Sequence[str], out_png: str | os.PathLike,
-                         class_names: Sequence[str] | None = None, labels: Any | None = None) -> str:
-  """Which body part prefers which path (docs/method.md, "Entity-level routing").
+@dataclasses.dataclass(frozen=True)
+class RoutingFigureData:
+  """What the routing figure shows (`routing_figure_data`).
+
+  entities: K entity names; st_share: (K,) mean share of the ST path per entity (the bars);
+  num_samples: N, or None for weights given already averaged; class_names: C names, or None
+  without labels; class_st_share: (C, K) mean ST share per class and entity (NaN: a class
+  without samples), or None without labels.
+  """
+  entities: list[str]
+  st_share: np.ndarray
+  num_samples: int | None
+  class_names: list[str] | None
+  class_st_share: np.ndarray | None
+
+
+def routing_figure_data(weights: Any, entity_names: Sequence[str],
+                        class_names: Sequence[str] | None = None,
+                        labels: Any | None = None) -> RoutingFigureData:
+  """Checks the routing weights and computes what `plot_routing_weights` draws.
 
   Args:
     weights: routing weights [a_st, a_ts], per sample (N, K, 2) or already averaged (K, 2).
     entity_names: K entity names in model order (e.g. `layout.entity_names`).
-    out_png: output path.
     class_names: optional class names; with labels, sets the rows of the heat map.
-    labels: optional (N,) true classes of the samples (needs per-sample weights). With labels, a
-      second panel shows the mean ST share per class and entity (classes x entities).
-
-  The bar panel shows the mean share of the ST (spatial-first) path per entity; 0.5 is the
-  initial, undecided blend. Above 0.5 the entity leans on ST, below on TS (temporal-first).
+    labels: optional (N,) true classes of the samples (needs per-sample weights).
   """
   entities = [str(e) for e in entity_names]
   if not entities:
@@ -218,7 +231,7 @@ def plot_routing_weights(weights: Any, entity_names: Sequence[str], out_png: str
   if class_names is not None and labels is None:
     raise ValueError('class_names needs labels (the class of every sample)')
 
-  per_class = None
+  names, per_class = None, None
   if labels is not None:
     if weights.ndim != 3:
       raise ValueError(f'labels need per-sample weights (N, K, 2), got shape {weights.shape}')
@@ -231,7 +244,15 @@ def plot_routing_weights(weights: Any, entity_names: Sequence[str], out_png: str
                        f'[{labels.min()}, {labels.max()}]')
     names = _class_names(class_names, num_classes)
     per_class = class_routing_means(st_share, labels, num_classes)
+  return RoutingFigureData(entities, mean_st, weights.shape[0] if weights.ndim == 3 else None,
+                           names, per_class)
 
+
+def routing_figure(data: RoutingFigureData) -> Figure:
+  """The routing figure of `data`: ST / TS share bars per entity, and with classes a heat map of
+  the ST share per class and entity."""
+  entities, mean_st, names, per_class = (data.entities, data.st_share, data.class_names,
+                                         data.class_st_share)
   k = len(entities)
   if per_class is None:
     fig = _new_figure(max(5.0, 1.0 * k + 2.0), 4.0)
@@ -251,7 +272,7 @@ def plot_routing_weights(weights: Any, entity_names: Sequence[str], out_png: str
   ax_bar.set_xticks(positions, labels=entities, rotation=30, ha='right')
   ax_bar.set_ylim(0.0, 1.0)
   ax_bar.set_ylabel('mean routing weight')
-  samples = f', {weights.shape[0]} samples' if weights.ndim == 3 else ''
+  samples = f', {data.num_samples} samples' if data.num_samples is not None else ''
   ax_bar.set_title(f'path share per entity{samples}')
   ax_bar.legend(fontsize=8, loc='lower right')
 
@@ -267,7 +288,27 @@ def plot_routing_weights(weights: Any, entity_names: Sequence[str], out_png: str
       ax_map.text(j, i, f'{v:.2f}', ha='center', va='center', fontsize=6,
                   color='white' if abs(v - 0.5) > 0.3 else 'black')
     ax_map.set_title('ST share per class (blank: no samples)')
-  return _save(fig, out_png)
+  return fig
+
+
+def plot_routing_weights(weights: Any, entity_names: Sequence[str], out_png: str | os.PathLike,
+                         class_names: Sequence[str] | None = None, labels: Any | None = None) -> str:
+  """Which body part prefers which path (docs/method.md, "Entity-level routing").
+
+  Args:
+    weights: routing weights [a_st, a_ts], per sample (N, K, 2) or already averaged (K, 2).
+    entity_names: K entity names in model order (e.g. `layout.entity_names`).
+    out_png: output path.
+    class_names: optional class names; with labels, sets the rows of the heat map.
+    labels: optional (N,) true classes of the samples (needs per-sample weights). With labels, a
+      second panel shows the mean ST share per class and entity (classes x entities).
+
+  The bar panel shows the mean share of the ST (spatial-first) path per entity; 0.5 is the
+  initial, undecided blend. Above 0.5 the entity leans on ST, below on TS (temporal-first).
+  The values drawn are `routing_figure_data`'s.
+  """
+  data = routing_figure_data(weights, entity_names, class_names, labels)
+  return _save(routing_figure(data), out_png)
 
 
 # ----------------------------------------------------------------------------- long recordings and clips

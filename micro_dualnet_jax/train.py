@@ -247,6 +247,13 @@ class _Stop:
     self._previous.clear()
 
 
+def improves_on_best(scalars: dict[str, Any], best: dict[str, Any], metric: str) -> bool:
+  """Whether an evaluation scoring `scalars` becomes the best one, given `best`, the metrics of
+  the best evaluation so far ({} before the first). Strictly higher `metric` only: of tied
+  evaluations the first stays best, here and in best/."""
+  return not best or scalars[metric] > best.get(metric, -1)
+
+
 def _seed_config(config: RunConfig, seed: int) -> RunConfig:
   """The config of one seed's run directory: a run of that seed alone."""
   return config.replace(seed=seed, num_seeds=1)
@@ -517,9 +524,7 @@ class Trainer:
     for i, (s, result) in enumerate(zip(self.per_seed, results)):
       scalars = result.scalars()
       s.log.write({'step': step, **{f'eval_{k}': v for k, v in scalars.items()}})
-      # Strictly better only: of tied evaluations the first stays best, here and in best/.
-      if result.labelled and (not s.best or scalars[best_metric]
-                              > s.best.get(best_metric, -1)):
+      if result.labelled and improves_on_best(scalars, s.best, best_metric):
         s.best.clear()
         s.best.update({**scalars, 'step': step})
         if finite:

@@ -60,6 +60,30 @@ def finished(data_dir, tmp_path_factory):
   return workdir
 
 
+def test_a_finished_run_holds_every_output(finished):
+  """The work directory of `python main.py --config=configs/smoke.py` (docs/workdir.md)."""
+  for name in ('run.json', 'config.json', 'metrics.jsonl', 'summary.json', 'predictions.csv',
+               'eval_metrics.json', 'eval_outputs.npz', 'training_curves.png',
+               'confusion_matrix.png', 'routing_weights.png'):
+    assert (finished / name).stat().st_size > 0, name
+  summary = json.loads((finished / 'summary.json').read_text())
+  assert summary['step'] == 8 and 0.0 <= summary['final']['top1'] <= 100.0
+  lines = [json.loads(l) for l in (finished / 'metrics.jsonl').read_text().splitlines()]
+  assert [l['step'] for l in lines if 'train_loss' in l] == [2, 4, 6, 8]
+  assert all(np.isfinite(l['train_loss']) for l in lines if 'train_loss' in l)
+  predictions = (finished / 'predictions.csv').read_text().splitlines()
+  assert len(predictions) == 1 + 24      # header + every test clip exactly once
+  with np.load(finished / 'eval_outputs.npz') as outputs:   # what --mode=ensemble reads
+    assert outputs['logits'].shape == (24, 15)
+    assert list(outputs['clip_ids']) == [l.split(',')[0] for l in predictions[1:]]
+  assert sorted(os.listdir(finished / 'checkpoints')) == ['4', '8']
+  try:   # TensorBoard event files only when the optional writer package is installed
+    import tensorboardX  # pylint: disable=g-import-not-at-top,unused-import
+    assert any(f.startswith('events.out.tfevents') for f in os.listdir(finished / 'tensorboard'))
+  except ImportError:
+    assert not (finished / 'tensorboard').exists()
+
+
 def test_rerun_of_a_finished_run_prints_its_summary_and_exits_0(finished, data_dir):
   before = snapshot(finished)
   again = main_py('--config=configs/smoke.py', f'--workdir={finished}',
@@ -67,7 +91,10 @@ def test_rerun_of_a_finished_run_prints_its_summary_and_exits_0(finished, data_d
   assert again.returncode == 0, again.stderr
   assert 'already holds this run, finished at step 8' in again.stdout
   assert snapshot(finished) == before           # metrics.jsonl included: no line appended
-  # A raised step budget trains on from the last checkpoint.
+
+
+@pytest.mark.slow   # fast: tests/test_loop.py::test_a_raised_step_budget_trains_on_...
+def test_a_raised_step_budget_trains_on_from_the_last_checkpoint(finished, data_dir):
   longer = finished.parent / 'longer'
   shutil.copytree(finished, longer)
   more = main_py('--config=configs/smoke.py', f'--workdir={longer}',
@@ -84,10 +111,13 @@ def test_rerun_of_a_finished_run_prints_its_summary_and_exits_0(finished, data_d
     (['--config.model.width=-3'], 'invalid model config: width must be a positive integer, '
                                   'got -3'),
     (['--config.model.widht=3'], '--config: .*widht'),
-    (['--config.optim.learning_rate=-1.0'], 'invalid optim config: learning_rate must be a '
-                                            'number > 0, got -1.0'),
+    # The same path as width=-3 (the config checks); the messages: test_train.py::
+    # test_each_bad_config_value_is_named.
+    pytest.param(['--config.optim.learning_rate=-1.0'], 'invalid optim config: learning_rate '
+                 'must be a number > 0, got -1.0', marks=pytest.mark.slow),
     (['--config.num_seeds=2'], r'holds a run of seeds \[0\]; this config trains seeds \[0, 1\]'),
-    (['--config.test_time.num_clips=0'], 'num_clips must be a positive integer, got 0'),
+    pytest.param(['--config.test_time.num_clips=0'], 'num_clips must be a positive integer, '
+                 'got 0', marks=pytest.mark.slow),
     (['--config.augment.stream=bone'], "augment.stream: 'joint' in the work directory, 'bone'"),
     (['--config.best_metric=top5'], "best_metric 'top1', this config by 'top5'"),
 ])
@@ -106,7 +136,8 @@ def test_a_refused_command_leaves_the_work_directory_as_it_was(finished, data_di
 
 @pytest.mark.parametrize('args, message', [
     (['--config=configs/smok.py'], '--config: .*configs/smok.py'),
-    (['--config=configs/smoke.py', '--config.model.widht=3'], '--config: .*widht'),
+    pytest.param(['--config=configs/smoke.py', '--config.model.widht=3'], '--config: .*widht',
+                 marks=pytest.mark.slow),   # fast: the same flag error in the test above
     (['--config=configs/smoke.py', '--config.batch_size=0'],
      'invalid run config: batch_size must be a positive integer, got 0'),
     (['--config=configs/smoke.py', '--config.optim.learning_rate=inf'],
@@ -159,14 +190,18 @@ def test_eval_batch_size_is_refused_before_step_1(finished, data_dir, tmp_path):
   assert snapshot(finished) == before
 
 
-def test_eval_reads_the_runs_own_config(finished, tmp_path):
-  """--mode=eval without --config: the model and data come from config.json."""
+@pytest.mark.parametrize('config', [[], ['--config=configs/smoke.py',
+                                            '--config.model.velocity_scale=1.0']])
+def test_eval_reads_the_runs_own_config(finished, tmp_path, config):
+  """--mode=eval without --config: the model and data come from config.json; a --config with
+  another model (here one that keeps every parameter shape) is noted and ignored."""
   done = main_py('--mode=eval', f'--workdir={finished}', '--checkpoint=latest',
-                 f'--output={tmp_path / "eval"}')
+                 f'--output={tmp_path / "eval"}', *config)
   assert done.returncode == 0, done.stderr
   summary = json.loads((finished / 'summary.json').read_text())
   result = json.loads(done.stdout.strip().splitlines()[-1])
   assert result['step'] == 8 and result['top1'] == pytest.approx(summary['final']['top1'])
+  assert ('model.velocity_scale' in done.stdout and 'ignored' in done.stdout) == bool(config)
 
 
 # ----------------------------------------------------------------------------- submissions

@@ -116,9 +116,30 @@ def test_kl_mac_runs_through_the_model_heads():
                        num_frames=8, num_classes=5, mac_projection=False, path_heads=True)
   model = MicroDualNet(config, rngs=nnx.Rngs(0))
   model.eval()
-  logits, aux = model(jnp.ones((2, 8, 22, 3)))
+  logits, aux = nnx.jit(lambda model, x: model(x))(model, jnp.ones((2, 8, 22, 3)))  # one compile
   assert aux['path_logits_st'].shape == aux['path_logits_ts'].shape == (2, 5)
   loss, parts = total_loss(logits, aux, jnp.array([0, 1]), LossConfig(mac='kl'))
   assert np.isfinite(loss) and parts['mac'] > 0
   with pytest.raises(ValueError, match='path_heads=True'):
     total_loss(logits, {}, jnp.array([0, 1]), LossConfig(mac='kl'))
+
+
+def test_total_loss_smooths_the_labels_by_hand():
+  """CE against (1 - eps) * one_hot + eps / N, by hand, through total_loss (what training
+  optimises), not through the parts it returns."""
+  logits = [[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]]
+  labels = [0, 2]
+  eps = 0.3
+  per_sample = []
+  for row, label in zip(logits, labels):
+    log_norm = math.log(sum(math.exp(v) for v in row))
+    targets = [(1 - eps) * (c == label) + eps / 3 for c in range(3)]
+    per_sample.append(-sum(t * (v - log_norm) for t, v in zip(targets, row)))
+  expected = sum(per_sample) / 2                    # 1.0139 here; 0.8139 without smoothing
+  config = LossConfig(label_smoothing=eps, mac='none')
+  loss, parts = total_loss(jnp.array(logits), {}, jnp.array(labels), config)
+  assert float(loss) == pytest.approx(expected, rel=1e-6)
+  assert float(parts['ce']) == pytest.approx(expected, rel=1e-6)
+  weighted, _ = total_loss(jnp.array(logits), {}, jnp.array(labels), config,
+                           weights=jnp.array([0.0, 1.0]))
+  assert float(weighted) == pytest.approx(per_sample[1], rel=1e-6)

@@ -5,6 +5,7 @@
 import jax
 import jax.numpy as jnp
 import pytest
+from flax import nnx
 
 from configs import smoke
 from micro_dualnet_jax import sharding, steps
@@ -13,9 +14,15 @@ from support import typed
 PLATFORMS = ('tpu', 'cuda')
 
 
-def _abstract(tree):
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                      tree)
+def _abstract_states(config, tx, mesh, seeds):
+  """(graphdef, the stacked train state of `seeds` as ShapeDtypeStructs replicated on `mesh`):
+  what `steps.create_train_states` gives, without initialising (exporting needs shapes only)."""
+  graphdef = nnx.split(nnx.eval_shape(lambda: steps.build_model(config.model, seeds[0])))[0]
+  shapes = jax.eval_shape(lambda: steps.stack_states(
+      [steps.init_train_state(config.model, tx, s)[1] for s in seeds]))
+  replicated = sharding.replicated(mesh)
+  return graphdef, jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), shapes)
 
 
 def _batch(config, seeds=None):
@@ -41,9 +48,9 @@ def test_the_train_step_of_several_seeds_lowers_for_tpu_and_cuda(dtype):
   config = typed(config)
   mesh = sharding.make_mesh(jax.devices()[:1])
   tx, _ = steps.make_optimizer(config.optim, 10)
-  graphdef, state = steps.create_train_states(config.model, tx, mesh, [0, 1])
+  graphdef, state = _abstract_states(config, tx, mesh, [0, 1])
   step = steps.make_train_step(graphdef, tx, config, mesh, seeds_axis=True)
-  _check(jax.export.export(step, platforms=PLATFORMS)(_abstract(state), _batch(config, 2)))
+  _check(jax.export.export(step, platforms=PLATFORMS)(state, _batch(config, 2)))
 
 
 def test_the_eval_step_with_test_time_views_lowers_for_tpu_and_cuda():
@@ -53,8 +60,10 @@ def test_the_eval_step_with_test_time_views_lowers_for_tpu_and_cuda():
   config = typed(config)
   mesh = sharding.make_mesh(jax.devices()[:1])
   tx, _ = steps.make_optimizer(config.optim, 10)
-  graphdef, state = steps.create_train_state(config.model, tx, mesh, config.run.seed)
+  graphdef, states = _abstract_states(config, tx, mesh, [0])
+  state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=x.sharding),
+                       states)
   step = steps.make_eval_step(graphdef, config, mesh)
   batch = {k: v for k, v in _batch(config).items() if k in ('keypoints', 'confidence',
                                                             'num_frames')}
-  _check(jax.export.export(step, platforms=PLATFORMS)(_abstract(state), batch))
+  _check(jax.export.export(step, platforms=PLATFORMS)(state, batch))

@@ -1,5 +1,7 @@
 """Micro-DualNet model: shapes, invariances, routing, path switches, gradients, interop."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,7 @@ from flax.nnx import bridge
 from micro_dualnet_jax import (Dropout, DualPathBranch, EntityEmbedding, EntityRouter,
                                LossConfig, MicroDualNet, MicroDualNetLinen, ModelConfig, apply,
                                get_layout, init, layout_names, total_loss)
+from micro_dualnet_jax.models.transformer import Attention, TransformerStack, dropout_keep_mask
 
 TINY = dict(width=32, num_heads=4, spatial_layers=1, temporal_layers=1, mlp_ratio=2,
             num_frames=24, num_classes=7, dropout=0.1)
@@ -86,7 +89,7 @@ def test_padding_invariance():
   garbage = jax.random.normal(jax.random.key(2), (3, 8, *keypoints.shape[2:])) * 100
   padded = jnp.concatenate([keypoints, garbage], axis=1)
   padded_mask = jnp.concatenate([mask, jnp.zeros((3, 8))], axis=1)
-  logits_p, aux_p = model(padded, padded_mask)
+  logits_p, aux_p = nnx.jit(lambda m, x, f: m(x, f))(model, padded, padded_mask)  # one compile
   np.testing.assert_allclose(logits_p, logits, atol=2e-5, rtol=1e-5)
   np.testing.assert_allclose(aux_p['routing_weights'], aux['routing_weights'], atol=1e-6)
   assert not np.allclose(aux['routing_weights'][..., 0], 0.5)
@@ -95,8 +98,8 @@ def test_padding_invariance():
 def test_batch_equivariance():
   config = tiny_config()
   model = build(config)
-  keypoints, mask = random_inputs(config, batch=5)
-  perm = np.array([3, 0, 4, 1, 2])
+  keypoints, mask = random_inputs(config)      # the batch of 3 of the other tests: no new shapes
+  perm = np.array([2, 0, 1])
   logits, aux = model(keypoints, mask)
   logits_p, aux_p = model(keypoints[perm], mask[perm])
   np.testing.assert_allclose(logits_p, logits[perm], atol=1e-5)
@@ -238,7 +241,7 @@ def test_every_parameter_gets_a_gradient():
   assert blocked == {'fusion/hidden/kernel/value', 'fusion/hidden/bias/value'} or blocked == {
       'fusion/hidden/kernel', 'fusion/hidden/bias'}, blocked
   optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-  optimizer.update(model, grads)
+  nnx.jit(lambda optimizer, model, grads: optimizer.update(model, grads))(optimizer, model, grads)
   grads = _grads(model, keypoints, mask, labels)
   for name, g in nnx.to_flat_state(grads):
     assert np.all(np.isfinite(g)) and np.any(np.asarray(g)), name
@@ -353,7 +356,7 @@ def test_frame_mask_is_optional_and_a_single_clip_needs_no_batch_axis():
   keypoints, mask = random_inputs(config)
   logits, aux = model(keypoints, mask)
   np.testing.assert_array_equal(model(keypoints)[0], logits)     # mask of ones
-  single, single_aux = model(keypoints[1])
+  single, single_aux = nnx.jit(lambda m, x: m(x))(model, keypoints[1])  # one compile
   np.testing.assert_allclose(single, logits[1], atol=1e-6)
   assert single_aux['routing_weights'].shape == (5, 2)
 
@@ -445,3 +448,110 @@ def test_default_model_parameter_count():
   model = nnx.eval_shape(lambda: MicroDualNet(ModelConfig(), rngs=nnx.Rngs(0)))
   count = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
   assert count == 10_802_730
+
+
+# ----------------------------------------------------------------------------- values by hand
+
+
+def _pass_through_attention(axis: str) -> Attention:
+  """Width 4, 2 heads of 2 channels; q = k = v = the token and the output projection is the
+  identity, so the result is the attention-weighted mean of the tokens, head by head."""
+  attention = Attention(4, 2, axis, rngs=nnx.Rngs(0))
+  eye = jnp.eye(4)
+  attention.qkv.kernel[...] = jnp.concatenate([eye, eye, eye], axis=1)
+  attention.qkv.bias[...] = jnp.zeros(12)
+  attention.out.kernel[...] = eye
+  attention.out.bias[...] = jnp.zeros(4)
+  return attention
+
+
+def _softmax(scores):
+  weights = [math.exp(s) for s in scores]
+  return [w / sum(weights) for w in weights]
+
+
+# Two tokens; head 0 sees channels 0-1, head 1 channels 2-3.
+_TOKEN_1, _TOKEN_2 = [1.0, 0.0, 2.0, 0.0], [0.0, 1.0, 1.0, -1.0]
+
+
+def _two_token_attention_by_hand() -> np.ndarray:
+  """softmax(q k^T / sqrt(head width)) v for the two tokens, head by head: (2 tokens, 4)."""
+  tokens = [np.array(_TOKEN_1), np.array(_TOKEN_2)]
+  out = np.zeros((2, 4))
+  for head in (0, 1):
+    part = slice(2 * head, 2 * head + 2)
+    for query in (0, 1):
+      scores = [float(tokens[query][part] @ tokens[key][part]) / math.sqrt(2) for key in (0, 1)]
+      weights = _softmax(scores)
+      out[query, part] = weights[0] * tokens[0][part] + weights[1] * tokens[1][part]
+  return out
+
+
+def test_attention_of_two_tokens_equals_the_softmax_by_hand():
+  # Head 0, token 1: scores (1, 0) / sqrt(2), so weights (e^0.707, 1) / (e^0.707 + 1); a scale
+  # of 1 / sqrt(width) = 1/2 instead of 1 / sqrt(width / heads) gives other weights.
+  expected = _two_token_attention_by_hand()
+  tokens = jnp.array([_TOKEN_1, _TOKEN_2])
+  ones = jnp.ones((1, 1))
+  spatial = _pass_through_attention('entity')(tokens[None, None], ones)          # (1, 1, K=2, D)
+  np.testing.assert_allclose(spatial[0, 0], expected, rtol=1e-5, atol=1e-6)
+  temporal = _pass_through_attention('time')(tokens[None, :, None], jnp.ones((1, 2)))  # T = 2
+  np.testing.assert_allclose(temporal[0, :, 0], expected, rtol=1e-5, atol=1e-6)
+  # A padded frame is no key: both frames then read frame 0 alone.
+  padded = _pass_through_attention('time')(tokens[None, :, None], jnp.array([[1.0, 0.0]]))
+  np.testing.assert_allclose(padded[0, :, 0], [_TOKEN_1, _TOKEN_1], rtol=1e-6, atol=1e-6)
+
+
+def _stack_along(axis: str, trained: TransformerStack, config: ModelConfig) -> TransformerStack:
+  """A new stack attending along `axis` that holds the weights of `trained`."""
+  stack = TransformerStack(config.width, config.num_heads, config.mlp_ratio, len(trained.layers),
+                           axis, rngs=nnx.Rngs(99))
+  nnx.update(stack, nnx.state(trained))
+  stack.eval()
+  return stack
+
+
+def test_each_path_is_its_two_stacks_composed_in_its_own_order():
+  """ST = Temporal(Spatial(X) + MLP(X)), TS = Spatial(Temporal(X) + MLP(X)) (docs/method.md),
+  rebuilt from the paths' own weights; different layer counts per kind make the order visible in
+  the parameters too."""
+  config = tiny_config(spatial_layers=2, temporal_layers=1, dropout=0.0)
+  model = build(config)
+  keypoints, mask = random_inputs(config, batch=2, frames=6)
+  order = {'st': ('entity', 'time'), 'ts': ('time', 'entity')}
+  rebuilt = {name: (_stack_along(first, getattr(model, f'{name}_path').first, config),
+                    _stack_along(second, getattr(model, f'{name}_path').second, config))
+             for name, (first, second) in order.items()}
+
+  @nnx.jit
+  def paths_and_references(model, rebuilt, keypoints, mask):
+    x = model.embedding(keypoints, mask)
+    _, aux = model(keypoints, mask)
+    out = {}
+    for name, (first, second) in rebuilt.items():
+      path = getattr(model, f'{name}_path')
+      out[name] = (path(x, mask), second(first(x, mask) + path.reinject(x), mask),
+                   aux[f'pooled_{name}'])
+    return out
+
+  for name, (got, expected, pooled) in paths_and_references(model, rebuilt, keypoints,
+                                                            mask).items():
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(pooled, expected.mean(axis=1), rtol=1e-5, atol=1e-5,
+                               err_msg=name)
+  assert len(model.st_path.first.layers) == len(model.ts_path.second.layers) == 2
+
+
+@pytest.mark.parametrize('rate', [0.1, 0.3])
+def test_dropout_keeps_one_minus_rate_of_the_elements_scaled_up(rate):
+  """Measured over a million draws (std of the kept fraction 0.0005): a mask that keeps `rate`
+  instead of 1 - rate is off by 0.4 or more."""
+  for seed in (0, 1):
+    keep = np.asarray(dropout_keep_mask(jax.random.key(seed), (1000, 1000), rate))
+    assert abs(keep.mean() - (1.0 - rate)) < 0.003, keep.mean()
+    assert abs(keep[:500].mean() - keep[500:].mean()) < 0.006
+  layer = Dropout(rate, rngs=nnx.Rngs(dropout=0))
+  out = np.asarray(layer(jnp.ones((1000, 1000))))
+  np.testing.assert_allclose(np.unique(out), [0.0, 1.0 / (1.0 - rate)], rtol=1e-6)
+  assert abs((out > 0).mean() - (1.0 - rate)) < 0.003
+  assert abs(out.mean() - 1.0) < 0.005          # inverted dropout keeps the expectation

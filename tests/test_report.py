@@ -129,3 +129,30 @@ def test_routing_weights_bad_inputs(tmp_path):
   with pytest.raises(ValueError, match='needs labels'):
     report.plot_routing_weights(weights, _ENTITIES, out, class_names=['a', 'b', 'c'])
   assert not out.exists()
+
+
+def test_routing_figure_shows_the_st_share_of_each_entity_and_class():
+  """The figure's numbers, by hand: three samples, two entities, weights [a_st, a_ts]."""
+  weights = np.array([[[0.9, 0.1], [0.2, 0.8]],
+                      [[0.7, 0.3], [0.4, 0.6]],
+                      [[0.2, 0.8], [0.0, 1.0]]])
+  labels = np.array([1, 1, 0])
+  data = report.routing_figure_data(weights, ['left_hand', 'lower_body'], ['a', 'b', 'c'],
+                                    labels)
+  assert data.entities == ['left_hand', 'lower_body'] and data.num_samples == 3
+  np.testing.assert_allclose(data.st_share, [(0.9 + 0.7 + 0.2) / 3, (0.2 + 0.4 + 0.0) / 3])
+  assert data.class_names == ['a', 'b', 'c']
+  np.testing.assert_allclose(data.class_st_share, [[0.2, 0.0], [0.8, 0.3],
+                                                   [np.nan, np.nan]])
+  # What is drawn: the bars labelled ST hold the ST share, those labelled TS the rest; the heat
+  # map holds the per-class ST share.
+  fig = report.routing_figure(data)
+  ax_bar, ax_map = fig.axes[:2]
+  bars = {c.get_label(): [b.get_height() for b in c] for c in ax_bar.containers}
+  np.testing.assert_allclose(bars['ST (spatial first)'], [0.6, 0.2])
+  np.testing.assert_allclose(bars['TS (temporal first)'], [0.4, 0.8])
+  np.testing.assert_allclose(ax_map.images[0].get_array(), data.class_st_share)
+  # Weights already averaged over samples (K, 2): the bars are their ST column.
+  averaged = report.routing_figure_data(np.array([[0.25, 0.75], [1.0, 0.0]]), ['a', 'b'])
+  np.testing.assert_allclose(averaged.st_share, [0.25, 1.0])
+  assert averaged.num_samples is None and averaged.class_st_share is None

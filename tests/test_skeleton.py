@@ -111,3 +111,29 @@ def test_a_layout_registered_by_one_test_is_gone_in_the_next():
   assert 'coco17_upper' not in layout_names()
   with pytest.raises(LayoutError, match='built in'):
     unregister_layout('coco17')
+
+
+# Joints no entity holds on purpose, by layout (none today): a joint missing from every entity is
+# invisible to the model, so it has to be listed here to pass.
+UNUSED_JOINTS: dict[str, set[str]] = {}
+# Limb joints by name, and the one entity each belongs to (a hip is also part of the torso).
+_ARM = ('elbow', 'wrist', 'hand', 'finger', 'thumb')
+_LEG = ('hip', 'knee', 'ankle', 'foot', 'toe', 'heel')
+
+
+@pytest.mark.parametrize('layout', LAYOUTS, ids=lambda l: l.name)
+def test_every_joint_is_in_an_entity_and_every_limb_joint_in_its_own(layout):
+  held = {j for joints in layout.entities.values() for j in joints}
+  unused = UNUSED_JOINTS.get(layout.name, set())
+  orphans = [name for j, name in enumerate(layout.joint_names)
+             if j not in held and name not in unused]
+  assert not orphans, f'{layout.name}: joints in no entity: {orphans}'
+  for j, name in enumerate(layout.joint_names):
+    owners = {entity for entity, joints in layout.entities.items() if j in joints}
+    side, _, part = name.partition('_')
+    if side in ('left', 'right') and any(word in part for word in _ARM):
+      assert owners == {f'{side}_hand'}, (layout.name, name, owners)
+    elif side in ('left', 'right') and any(word in part for word in _LEG) \
+        and 'lower_body' in layout.entities:
+      expected = {'lower_body', 'torso'} if part == 'hip' else {'lower_body'}
+      assert owners == expected, (layout.name, name, owners)

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import signal
 
 import jax
@@ -26,6 +27,10 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
 
 
+# Fast tier: test_lifecycle.py::test_a_finished_run_holds_every_output (the same files, of a run
+# made by main.py) and ::test_eval_reads_the_runs_own_config (--mode=eval reproduces the final
+# metrics); this one adds test-time views written elsewhere and the flip refusal.
+@pytest.mark.slow
 def test_smoke_run_writes_every_output(data_dir, tmp_path):
   summary = train.train_and_evaluate(smoke_config(data_dir), str(tmp_path))
   assert summary['step'] == 8
@@ -170,6 +175,10 @@ def test_resumed_run_equals_uninterrupted(data_dir, tmp_path):
   assert resumed['final'] == full['final']
 
 
+# Fast tier: test_lifecycle.py::test_a_refused_command_leaves_the_work_directory_as_it_was
+# (the same refusal, through main.py) and ::test_eval_reads_the_runs_own_config (a --config with
+# another model is ignored by --mode=eval).
+@pytest.mark.slow
 def test_refuses_workdir_of_a_different_model(data_dir, tmp_path):
   train.train_and_evaluate(smoke_config(data_dir, max_steps_per_run=1), str(tmp_path))
   with pytest.raises(RunDirError, match=r'model.width: 16 in the work directory, 24 now'):
@@ -184,6 +193,7 @@ def test_refuses_workdir_of_a_different_model(data_dir, tmp_path):
   assert evaluated == plain
 
 
+@pytest.mark.slow   # fast: test_loop.py::test_a_non_finite_step_stops_the_run_before_its_checkpoint
 def test_nan_loss_stops_with_a_message_and_no_nan_checkpoint(data_dir, tmp_path):
   config = smoke_config(data_dir, **{'optim.learning_rate': 1e30, 'optim.clip_norm': 0.0})
   with pytest.raises(train.TrainingError, match='NaN or inf'):
@@ -191,6 +201,21 @@ def test_nan_loss_stops_with_a_message_and_no_nan_checkpoint(data_dir, tmp_path)
   checkpoints = tmp_path / 'checkpoints'
   saved = sorted(os.listdir(checkpoints)) if checkpoints.exists() else []
   assert all(int(s) < 2 for s in saved if s.isdigit())
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('model.width', -3, 'invalid model config: width must be a positive integer, got -3'),
+    ('optim.learning_rate', -1.0,
+     'invalid optim config: learning_rate must be a number > 0, got -1.0'),
+    ('test_time.num_clips', 0, 'invalid test_time config: num_clips must be a positive integer, '
+                               'got 0'),
+    ('batch_size', 0, 'invalid run config: batch_size must be a positive integer, got 0'),
+])
+def test_each_bad_config_value_is_named(key, value, message):
+  """What main.py prints for each (test_lifecycle.py runs some of them through main.py): the
+  typed configuration refuses the value when it is built."""
+  with pytest.raises(ValueError, match=re.escape(message)):
+    smoke_config('unused', **{key: value})
 
 
 def test_unwritable_workdir_is_refused(data_dir, tmp_path):
