@@ -9,6 +9,7 @@ from flax import nnx
 
 from configs import smoke
 from micro_dualnet_jax import sharding, steps
+from micro_dualnet_jax.pipeline import device_data
 from support import typed
 
 PLATFORMS = ('tpu', 'cuda')
@@ -51,6 +52,27 @@ def test_the_train_step_of_several_seeds_lowers_for_tpu_and_cuda(dtype):
   graphdef, state = _abstract_states(config, tx, mesh, [0, 1])
   step = steps.make_train_step(graphdef, tx, config, mesh, seeds_axis=True)
   _check(jax.export.export(step, platforms=PLATFORMS)(state, _batch(config, 2)))
+
+
+def test_many_steps_on_device_data_lower_for_tpu_and_cuda():
+  """The loop of steps_per_call steps that draws its batches from the split on the device."""
+  config = typed(smoke.get_config())
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  tx, _ = steps.make_optimizer(config.optim, 10)
+  graphdef, state = _abstract_states(config, tx, mesh, [0, 1])
+  loop = steps.make_train_loop(graphdef, tx, config, mesh, max_steps=4, data_on_device=True)
+  replicated = sharding.replicated(mesh)
+  frames, clips = 600, 10
+  packed = device_data.PackedSplit(
+      keypoints=jax.ShapeDtypeStruct((frames, 22, 2), jnp.float32, sharding=replicated),
+      confidence=jax.ShapeDtypeStruct((frames, 22), jnp.float32, sharding=replicated),
+      offsets=jax.ShapeDtypeStruct((clips,), jnp.int32, sharding=replicated),
+      lengths=jax.ShapeDtypeStruct((clips,), jnp.int32, sharding=replicated),
+      labels=jax.ShapeDtypeStruct((clips,), jnp.int32, sharding=replicated),
+      max_frames=config.data.max_frames)
+  seeds = jax.ShapeDtypeStruct((2,), jnp.int32, sharding=replicated)
+  count = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
+  _check(jax.export.export(loop, platforms=PLATFORMS)(state, packed, seeds, count))
 
 
 def test_the_eval_step_with_test_time_views_lowers_for_tpu_and_cuda():
