@@ -103,9 +103,7 @@ def run_variant(name: str) -> dict:
             'top1_mean': round(float(top1.mean()), 2),
             'top1_std': round(float(top1.std(ddof=1)), 2) if len(top1) > 1 else 0.0,
             'config': run.raw_config()}
-  os.makedirs(_RESULTS.value, exist_ok=True)
-  with open(out_path, 'w') as f:
-    json.dump(record, f, indent=1)
+  common.write_json(record, out_path, echo=False)
   return record
 
 
@@ -122,10 +120,8 @@ def main(argv):
                    'per_seed_top1': {s: v['top1'] for s, v in record['seeds'].items()},
                    'wall_s': record['wall_s']}
     print(json.dumps({'variant': name, **table[name]}), flush=True)
-  if _OUT.value:
-    with open(_OUT.value, 'w') as f:
-      json.dump({'benchmark': 'claims on the synthetic set (configs/synthetic.py, full budget)',
-                 'num_seeds': _NUM_SEEDS.value, 'variants': table}, f, indent=1)
+  common.write_json({'benchmark': 'claims on the synthetic set (configs/synthetic.py, full budget)',
+                     'num_seeds': _NUM_SEEDS.value, 'variants': table}, _OUT.value, echo=False)
 
 
 if __name__ == '__main__':

@@ -145,10 +145,7 @@ def main(argv):
   for name, study in out['studies'].items():
     for claim, result in study['claims'].items():
       print(f'{name}: {claim_sentence(claim, result)}')
-  if _OUT.value:
-    with open(_OUT.value, 'w') as f:
-      json.dump(out, f, indent=1)
-      f.write('\n')
+  common.write_json(out, _OUT.value, echo=False)
 
 
 if __name__ == '__main__':

@@ -101,13 +101,17 @@ def setting_seeds(results: str, split: str, setting: str, stream: str = 'joint'
   return dict(sorted(seeds.items(), key=lambda kv: int(kv[0]))), sorted(commits)
 
 
-def write_json(result: Any, path: str | None) -> None:
-  """Prints the result as indented JSON and, when a path is given, writes it there too."""
-  text = json.dumps(result, indent=1)
-  print(text)
+def write_json(result: Any, path: str | None, *, echo: bool = True) -> None:
+  """The one JSON writer of the benchmarks: prints `result` (indented) when `echo`, and writes it
+  to `path` when given (its folder created), whole, then renamed into place."""
+  text = json.dumps(result, indent=1, default=_json_default)
+  if echo:
+    print(text, flush=True)
   if path:
-    with open(path, 'w') as f:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + '.tmp', 'w') as f:
       f.write(text + '\n')
+    os.replace(path + '.tmp', path)
 
 
 def machine_info() -> dict[str, Any]:
@@ -424,17 +428,6 @@ def profile_ops(fn: Callable[..., Any], args: Sequence[Any], compiled_text: str,
       'by_pass': share(by_pass), 'by_source_line': dict(list(share(by_source).items())[:20]),
       'top_ops': rows[:top], 'trace_dir': logdir if keep_trace else None,
   }
-
-
-def dump_json(result: dict[str, Any], out: str | None) -> None:
-  """Prints `result` as one JSON line and writes it (indented) to `out` when given."""
-  text = json.dumps(result, default=_json_default)
-  print(text, flush=True)
-  if out:
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, 'w') as f:
-      json.dump(json.loads(text), f, indent=2)
-      f.write('\n')
 
 
 def _json_default(value: Any) -> Any:

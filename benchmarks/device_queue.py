@@ -28,8 +28,11 @@ import time
 from typing import Any
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
 
 from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import common  # pylint: disable=g-bad-import-order,wrong-import-position
 
 STREAMS = ('joint', 'bone', 'joint_motion', 'bone_motion')
 CLAIM_SETTINGS = ('base', 'st', 'ts', 'dual_mean', 'dual_static', 'dual_routing',
@@ -126,9 +129,9 @@ def pack(jobs: list[Job], started: float) -> None:
     if os.path.isdir(_RESULTS.value):
       tar.add(_RESULTS.value, arcname='nwucla')
   os.replace(archive + '.tmp', archive)
-  with open(os.path.join(_OUT.value, 'device_queue.json'), 'w') as f:
-    json.dump({'elapsed_s': round(time.time() - started, 1), 'dry_run': _DRY.value,
-               'parallel': _PARALLEL.value, 'jobs': [job.record() for job in jobs]}, f, indent=1)
+  common.write_json({'elapsed_s': round(time.time() - started, 1), 'dry_run': _DRY.value,
+                     'parallel': _PARALLEL.value, 'jobs': [job.record() for job in jobs]},
+                    os.path.join(_OUT.value, 'device_queue.json'), echo=False)
 
 
 def table(jobs: list[Job]) -> str:

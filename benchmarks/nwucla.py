@@ -275,8 +275,7 @@ def run_one(setting: str, stream: str) -> dict[str, Any] | None:
   }
   os.makedirs(os.path.dirname(out_path), exist_ok=True)
   save_scores(scores_path, scores)   # before the JSON: a JSON is only there with its scores
-  with open(out_path, 'w') as f:
-    json.dump(record, f, indent=1)
+  common.write_json(record, out_path, echo=False)
   return record
 
 
@@ -347,10 +346,7 @@ def main(argv):
         {run.split('/')[1]: r['one_view_top1'] for run, r in out['runs'].items()
          if r.get('one_view_top1')},
         out['ensembles'].get(setting, {}).get('one_view_top1')).items()})
-  if _SUMMARY.value:
-    with open(_SUMMARY.value, 'w') as f:
-      json.dump(out, f, indent=1)
-  print(json.dumps(out, indent=1))
+  common.write_json(out, _SUMMARY.value)
 
 
 if __name__ == '__main__':

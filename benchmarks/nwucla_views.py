@@ -78,9 +78,7 @@ def main(argv):
     with open(_ADD_TO.value) as f:
       summary = json.load(f)
     summary[f'test_time_{name}'] = {k: v for k, v in out.items() if k not in ('split', 'setting')}
-    with open(_ADD_TO.value, 'w') as f:
-      json.dump(summary, f, indent=1)
-      f.write('\n')
+    common.write_json(summary, _ADD_TO.value, echo=False)
 
 
 if __name__ == '__main__':

@@ -97,7 +97,7 @@ def main(argv):
             'git_commit': common.git_commit(),
             'runs': [fitted_record(setting, nwucla._STREAMS.value)  # pylint: disable=protected-access
                      for setting in nwucla._SETTINGS.value]}  # pylint: disable=protected-access
-  common.dump_json(result, _OUT.value)
+  common.write_json(result, _OUT.value)
 
 
 if __name__ == '__main__':

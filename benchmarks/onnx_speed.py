@@ -200,7 +200,7 @@ def main(argv):
   load_before = common.load_average()
   started = time.strftime('%Y-%m-%d %H:%M')
   results = [measure(name) for name in FLAGS.models]
-  common.dump_json({
+  common.write_json({
       'benchmark': 'ONNX (onnxruntime) vs jax.export artifact vs JAX model, evaluation forward '
                    'pass on model inputs, numpy in and out',
       'cpu': machine['cpu'], 'cores': machine['cores'], 'python': machine['python'],

@@ -1,4 +1,4 @@
-"""Training- and inference-step benchmark of the real jitted steps (issue 7, measurement side).
+"""Training- and inference-step benchmark of the real jitted steps.
 
 Runs `steps.make_train_step` (on-device augmentation, forward/backward, AdamW) and
 `steps.make_eval_step` on synthetic batches of the loader's shapes and prints one JSON object:
@@ -242,19 +242,6 @@ def _fwd_bwd(f):
   return run
 
 
-def _hash_keep(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
-  """Keep-mask from a lowbias32 hash of the element index, seeded by the key: ~10 integer ops
-  per element that XLA fuses into the consumer (statistically fine for dropout, not crypto)."""
-  seed = jax.random.bits(key, (), jnp.uint32)
-  x = jax.lax.iota(jnp.uint32, int(np.prod(shape))).reshape(shape) * jnp.uint32(0x9E3779B9) + seed
-  x ^= x >> 16
-  x *= jnp.uint32(0x7FEB352D)
-  x ^= x >> 15
-  x *= jnp.uint32(0x846CA68B)
-  x ^= x >> 16
-  return x >= jnp.uint32(int(rate * 2 ** 32))
-
-
 def components(config: RunConfig, peak: float) -> dict[str, Any]:
   """Micro-benchmarks, forward + backward unless said, at the model's token shapes
   (B = config.batch_size, T = augment.num_frames, K entities, width D, H heads)."""
@@ -373,7 +360,8 @@ def components(config: RunConfig, peak: float) -> dict[str, Any]:
                                        jnp.uint8).reshape(n) >= int(round(rate * 256)),
           ones / (1 - rate), 0),
       # A counter-based integer hash of (element index, key) fused into the select.
-      'hash_lowbias32': lambda kk_: jnp.where(_hash_keep(kk_, (n,), rate), ones / (1 - rate), 0),
+      'hash_lowbias32': lambda kk_: jnp.where(transformer.dropout_keep_mask(kk_, (n,), rate),
+                                              ones / (1 - rate), 0),
   }
   for impl in ('threefry2x32', 'unsafe_rbg'):
     for vname, fn in variants.items():
@@ -481,7 +469,7 @@ def main(argv):
                                   'bf16': common.matmul_peak(_PEAK_N.value, jnp.bfloat16)}
   result['load_average_end'] = common.load_average()
   result['peak_rss_mb'] = common.peak_rss_mb()
-  common.dump_json(result, _OUT.value)
+  common.write_json(result, _OUT.value)
 
 
 if __name__ == '__main__':

@@ -58,3 +58,9 @@ def _layouts_registered_by_a_test_are_removed_after_it():
   yield
   for name in set(layout_names()) - before:
     unregister_layout(name)
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  """A TFDS data directory per test module: its smoke dataset is prepared once per module."""
+  return str(tmp_path_factory.mktemp('tfds'))

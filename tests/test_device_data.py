@@ -15,11 +15,6 @@ from support import smoke_config
 
 
 @pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('tfds'))
-
-
-@pytest.fixture(scope='module')
 def split(data_dir):
   config = smoke_config(data_dir)
   splits = datasets.load_splits(config)

@@ -1,4 +1,4 @@
-"""Faults and bad input (issue 28): one test per finding, in the issue's order.
+"""Faults and bad input: one test per fault found by probing a clean checkout, in this order.
 
 1. Pickles: no code from a data file runs (restricted unpickler), released pickles still read.
 2. A restore that fails never deletes checkpoints; missing config.json with checkpoints refused.
@@ -180,11 +180,6 @@ RUN_ARGS = (f'--config.num_train_steps={STEPS}', '--config.log_every_steps=1',
 def _config(data_dir: str, **overrides):
   return smoke_config(data_dir, **{'num_train_steps': STEPS, 'log_every_steps': 1,
                                    'max_steps_per_run': STOP, **overrides})
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('tfds'))
 
 
 @pytest.fixture(scope='module')

@@ -46,11 +46,6 @@ def snapshot(folder: pathlib.Path) -> dict[str, bytes] | None:
 
 
 @pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('tfds'))
-
-
-@pytest.fixture(scope='module')
 def finished(data_dir, tmp_path_factory):
   """A finished smoke run made by main.py."""
   workdir = tmp_path_factory.mktemp('finished') / 'run'

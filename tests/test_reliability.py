@@ -1,4 +1,4 @@
-"""Reliability at scale: multi-process training, crash-safe resume, failure modes (issue 6).
+"""Reliability at scale: multi-process training, crash-safe resume, failure modes.
 
 Training runs here are real `python main.py` processes on the smoke config (12 steps, checkpoints
 at 4, 8, 12), started, signalled and killed like a cluster scheduler would. The reference is one
@@ -87,11 +87,6 @@ def _state_checksum(workdir, step: int) -> str:
     return checkpointer.read_meta(step)[CHECKSUMS_KEY]
   finally:
     checkpointer.close()
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('tfds'))
 
 
 @pytest.fixture(scope='module')

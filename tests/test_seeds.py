@@ -17,11 +17,6 @@ from micro_dualnet_jax.pipeline import datasets
 from micro_dualnet_jax.rundir import RunDir
 
 
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('tfds'))
-
-
 @pytest.mark.slow
 def test_a_replica_after_two_steps_equals_its_seed_trained_alone(data_dir):
   config = smoke_config(data_dir, **{'optim.warmup_steps': 1})

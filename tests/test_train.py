@@ -22,11 +22,6 @@ from micro_dualnet_jax.skeleton import get_layout
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('tfds'))
-
-
 # Fast tier: test_lifecycle.py::test_a_finished_run_holds_every_output (the same files, of a run
 # made by main.py) and ::test_eval_reads_the_runs_own_config (--mode=eval reproduces the final
 # metrics); this one adds test-time views written elsewhere and the flip refusal.
