@@ -69,7 +69,10 @@ def mac_infonce(z_st: jax.Array, z_ts: jax.Array, *, temperature: float = 0.1,
   if row_weights is not None:
     valid = row_weights > 0                    # padded pairs are neither anchors nor negatives
     sim = jnp.where(valid[:, None] & valid[None, :], sim, -1e9)
-  positives = jnp.diagonal(sim)
+  # The diagonal as a masked row sum (exact: one term, the rest zeros). jnp.diagonal lowers to a
+  # platform-dependent conditional whose gathers, on a sharded batch, become collectives inside
+  # the conditional; on a multi-device CPU those can wait on one another and abort the run.
+  positives = jnp.sum(jnp.where(jnp.eye(sim.shape[0], dtype=bool), sim, 0.0), axis=1)
   loss_st = jax.nn.logsumexp(sim, axis=1) - positives
   loss_ts = jax.nn.logsumexp(sim, axis=0) - positives
   return 0.5 * (_weighted_mean(loss_st, row_weights) + _weighted_mean(loss_ts, row_weights))
