@@ -611,8 +611,8 @@ class Trainer:
 def train_and_evaluate(config: RunConfig, workdir: str, *, hooks: Sequence[Hook] = (),
                        exit_on_second_signal: bool = False) -> dict[str, Any]:
   """Trains `config` in `workdir` (resuming from its checkpoints) and evaluates; returns the
-  summary written to summary.json, or, when stopped early, {'interrupted_at_step': step,
-  'signal': 'SIGINT' / 'SIGTERM' / None (max_steps_per_run, or another process's signal)}.
+  summary written to summary.json, or, when stopped early, {'interrupted_at_step': step} (with
+  'signal': 'SIGINT' or 'SIGTERM' when a signal to this process stopped it).
 
   hooks: callables `hook(event, step)` run on the host, in order, at fixed points of the loop:
     'train_start' once the run directory is written and the state built or restored, before the
@@ -630,7 +630,8 @@ def train_and_evaluate(config: RunConfig, workdir: str, *, hooks: Sequence[Hook]
     return _report_finished(trainer.run, done)
   trainer.start()
   if not trainer.train():
-    return {'interrupted_at_step': trainer.step, 'signal': trainer.stopped_by}
+    stopped = {'interrupted_at_step': trainer.step}
+    return stopped if trainer.stopped_by is None else {**stopped, 'signal': trainer.stopped_by}
   return trainer.finish()
 
 
