@@ -16,8 +16,8 @@ import pytest
 
 import runs
 from configs import smoke
-from support import typed
-from micro_dualnet_jax import interrupts, sharding, steps
+from support import smoke_config, typed
+from micro_dualnet_jax import interrupts, report, sharding, steps, train
 from micro_dualnet_jax.checkpoint import Checkpointer, abstract_like, state_items, tree_checksum
 from runs import Run
 
@@ -99,6 +99,28 @@ def test_a_keyboard_interrupt_reaching_the_top_is_one_line_and_status_130():
                         timeout=HANG_S, check=False)
   assert (done.returncode, done.stdout, done.stderr) == (
       130, 'working\n', interrupts.INTERRUPTED_MESSAGE + '\n')
+
+
+@pytest.mark.slow
+def test_a_run_interrupted_while_writing_its_outputs_writes_them_again(tmp_path, monkeypatch):
+  """Ctrl-C among the final outputs (here in the last figure): the final checkpoint is
+  committed and summary.json, which marks a run finished, is not written yet; the same call
+  evaluates the final checkpoint again and writes everything."""
+  config = smoke_config(str(tmp_path / 'tfds'))
+  workdir = tmp_path / 'run'
+
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(report, 'plot_routing_weights', interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, str(workdir))
+  assert not (workdir / 'summary.json').exists() and (workdir / 'eval_metrics.json').exists()
+  assert runs.checkpoint_steps(workdir / 'checkpoints') == [4, 8]
+  monkeypatch.undo()
+  summary = train.train_and_evaluate(config, str(workdir))
+  assert summary['step'] == 8 and (workdir / 'routing_weights.png').is_file()
+  assert (workdir / 'summary.json').is_file()
 
 
 # ----------------------------------------------------------------------------- main.py
