@@ -31,6 +31,7 @@ import threading
 import types
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_DONE = 0   # the byte that ends the watcher (no signal has number 0)
 CTRL_C_STATUS = 128 + signal.SIGINT   # 130: what a shell reports for a command ended by Ctrl-C
 INTERRUPTED_MESSAGE = ('error: interrupted (Ctrl-C) before this command finished; what it had '
                        'saved is intact, and the same command starts again (a training run '
@@ -105,8 +106,11 @@ class StopSignals:
     signal.set_wakeup_fd(self._previous_wakeup)
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
-    os.close(self._write_fd)   # the watcher reads the end of the pipe and returns
+    # After the signals already in the pipe; not the end of the pipe, which a forked child
+    # holding a copy of its write end would keep from coming.
+    os.write(self._write_fd, bytes([_DONE]))
     self._watcher.join()
+    os.close(self._write_fd)
     os.close(self._read_fd)
 
   def _handle(self, signum: int, frame: types.FrameType | None) -> None:
@@ -131,6 +135,8 @@ class StopSignals:
       if not data:
         return
       for signum in data:
+        if signum == _DONE:
+          return
         if signum not in SIGNALS:
           continue   # another signal with a Python handler writes its number here too
         count += 1
