@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -124,6 +125,21 @@ def test_no_example_says_how_long_it_takes():
                      r'(?:s|sec|seconds?|min|minutes?)\b')
   for path in (ROOT / 'examples').glob('*.py'):
     assert not claim.search(path.read_text()), path
+
+
+def test_the_readme_names_every_file_a_short_prediction_writes(tmp_path):
+  """--mode=predict on a clip shorter than a window (the committed fixture run's model)."""
+  from micro_dualnet_jax import predict  # pylint: disable=g-import-not-at-top
+  from micro_dualnet_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  clip = synthetic.generate_split('test', num_clips=1, seed=1)[0]
+  np.save(tmp_path / 'clip.npy', np.concatenate([clip.keypoints, clip.confidence[..., None]],
+                                                -1)[:20])
+  predict.run_predict(None, str(ROOT / 'tests' / 'fixtures' / 'run_format2_commit1295892'),
+                      str(tmp_path / 'clip.npy'), str(tmp_path / 'out'), verbose=False)
+  written = sorted(p.name for p in (tmp_path / 'out').iterdir())
+  assert written == ['clip.gif', 'prediction.json']
+  readme = (ROOT / 'README.md').read_text()
+  assert all(f'`{name}`' in readme for name in written)
 
 
 def test_every_example_is_covered():
