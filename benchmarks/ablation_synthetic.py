@@ -28,7 +28,6 @@ from importlib import metadata
 import numpy as np
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
 
 from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -36,7 +35,6 @@ from micro_dualnet_jax import ensemble, metrics  # pylint: disable=wrong-import-
 from micro_dualnet_jax.data import synthetic  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.rundir import RunDir  # pylint: disable=wrong-import-position
 
-sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
 import common  # pylint: disable=g-bad-import-order,wrong-import-position
 
 VARIANTS = common.CLAIM_VARIANTS

@@ -11,11 +11,13 @@ import glob
 import gzip
 import json
 import os
+import pathlib
 import platform
 import re
 import resource
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +26,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def use_checkout_configs() -> None:
+  """Makes the checkout's run config files importable as `configs` (configs/*.py import one
+  another as `configs.<name>`). They are files of the checkout, not of the installed package
+  (`pip install -r requirements.txt` installs micro_dualnet_jax alone, editable), so the
+  checkout's root goes on sys.path, last: an installed micro_dualnet_jax is found first."""
+  if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
 
 # ----------------------------------------------------------------------------- machine facts
 

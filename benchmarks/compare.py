@@ -14,10 +14,8 @@ other modules do not. Trains nothing.
 from __future__ import annotations
 
 import os
-import sys
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
 
 from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 

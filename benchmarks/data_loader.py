@@ -29,7 +29,6 @@ import time
 from typing import Any
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
 from micro_dualnet_jax import malloc_tuning  # pylint: disable=g-import-not-at-top
 
 if __name__ == '__main__':
@@ -41,11 +40,13 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import common  # pylint: disable=g-bad-import-order
-from configs import default as default_config
 from micro_dualnet_jax import sharding, steps
 from micro_dualnet_jax.config import RunConfig
 from micro_dualnet_jax.pipeline import augment, datasets
 from micro_dualnet_jax.skeleton import get_layout
+
+common.use_checkout_configs()   # --config files, and configs/default.py below
+from configs import default as default_config  # pylint: disable=wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', os.path.join(_ROOT, 'configs', 'synthetic.py'), 'Run configuration file.',

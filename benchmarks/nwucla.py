@@ -38,7 +38,6 @@ from importlib import metadata
 from typing import Any
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
 
 from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -46,7 +45,6 @@ import numpy as np  # pylint: disable=wrong-import-position
 
 from micro_dualnet_jax import ensemble, metrics  # pylint: disable=wrong-import-position
 
-sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
 import common  # pylint: disable=g-bad-import-order,wrong-import-position
 from micro_dualnet_jax.data.readers.nwucla import NWUCLA_CLASSES  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.rundir import RunDir  # pylint: disable=wrong-import-position

@@ -17,12 +17,9 @@ weights of nwucla.py (DEFAULT_WEIGHTS) and with equal weights.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
-sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
 
 from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position

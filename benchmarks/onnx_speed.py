@@ -29,13 +29,11 @@ from __future__ import annotations
 import os
 import pathlib
 import statistics
-import sys
 import tempfile
 import time
 from importlib import metadata
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from micro_dualnet_jax import malloc_tuning  # pylint: disable=g-import-not-at-top
 
 if __name__ == '__main__':
@@ -46,14 +44,15 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 from flax import nnx  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from configs import default, nwucla, synthetic  # pylint: disable=wrong-import-position
 from micro_dualnet_jax import export, export_onnx, inference, onnx_loader  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.config import RunConfig  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.models import MicroDualNet  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.skeleton import get_layout  # pylint: disable=wrong-import-position
 
-sys.path.insert(0, str(ROOT / 'benchmarks'))
 import common  # pylint: disable=g-bad-import-order,wrong-import-position
+
+common.use_checkout_configs()
+from configs import default, nwucla, synthetic  # pylint: disable=wrong-import-position
 
 CONFIGS = {'nwucla': ('configs/nwucla.py', nwucla), 'default': ('configs/default.py', default),
            'synthetic': ('configs/synthetic.py', synthetic)}

@@ -25,7 +25,6 @@ import time
 from typing import Any
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
 
 from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 

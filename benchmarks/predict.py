@@ -14,11 +14,9 @@ import json
 import os
 import pathlib
 import platform
-import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from micro_dualnet_jax import malloc_tuning  # pylint: disable=g-import-not-at-top
 
 if __name__ == '__main__':
@@ -28,13 +26,14 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from configs import default, synthetic as synthetic_config  # pylint: disable=wrong-import-position
 from micro_dualnet_jax import inference, predict, sharding, steps, timeline  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.config import RunConfig  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.data import synthetic  # pylint: disable=wrong-import-position
 
-sys.path.insert(0, str(ROOT / 'benchmarks'))
 import common  # pylint: disable=g-bad-import-order,wrong-import-position
+
+common.use_checkout_configs()
+from configs import default, synthetic as synthetic_config  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('windows', 256, 'Windows timed per model (after the compiling batch).')

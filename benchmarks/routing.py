@@ -12,10 +12,8 @@ and the mean ST share per class and entity (`metrics.routing_statistics`).
 from __future__ import annotations
 
 import os
-import sys
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
 
 from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -24,7 +22,6 @@ import numpy as np  # pylint: disable=wrong-import-position
 from micro_dualnet_jax import metrics  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.rundir import EVAL_OUTPUTS_FILE, RunDir  # pylint: disable=wrong-import-position
 
-sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
 import common  # pylint: disable=g-bad-import-order,wrong-import-position
 
 _RUNS = flags.DEFINE_list('runs', [], 'Run directories (or runs of several seeds).')

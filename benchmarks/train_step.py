@@ -29,7 +29,6 @@ import time
 from typing import Any
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
 from micro_dualnet_jax import malloc_tuning  # pylint: disable=g-import-not-at-top
 
 if __name__ == '__main__':
@@ -48,6 +47,8 @@ from micro_dualnet_jax.config import RunConfig
 from micro_dualnet_jax.models import transformer
 from micro_dualnet_jax.pipeline import augment
 from micro_dualnet_jax.skeleton import get_layout
+
+common.use_checkout_configs()   # the --config files import one another as configs.<name>
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', os.path.join(_ROOT, 'configs', 'default.py'), 'Run configuration file.',

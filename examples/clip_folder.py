@@ -12,13 +12,10 @@ joint confidence last. Your own arrays go in the same way: `np.save` each clip (
 import argparse
 import csv
 import os
-import sys
 import tempfile
 
 import numpy as np
 
-# Run from a checkout without installing the package.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from micro_dualnet_jax.data import synthetic  # pylint: disable=wrong-import-position
 from micro_dualnet_jax.skeleton import get_layout  # pylint: disable=wrong-import-position

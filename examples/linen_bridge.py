@@ -7,13 +7,6 @@
 (`rngs={'dropout': key}`), a new one every step.
 """
 
-import os
-import sys
-
-# Run from a checkout without installing the package.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 import argparse
 
 import jax

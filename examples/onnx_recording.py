@@ -37,7 +37,6 @@ def tiny_export(folder: str) -> str:
 
 def synthetic_recording(folder: str) -> str:
   """40 s of synthetic micro-actions (openpose22, pixels, a confidence channel) as a .npy."""
-  sys.path.insert(0, ROOT)
   from micro_dualnet_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   clips = synthetic.generate_split('test', num_clips=12, seed=1, layout='openpose22')
   frames = np.concatenate([np.concatenate([c.keypoints, c.confidence[..., None]], -1)

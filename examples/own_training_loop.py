@@ -7,13 +7,6 @@ model's own dropout streams give the masks (`model.train()`), and `train_inputs`
 on-device frame sampling, normalisation and augmentation the project's trainer does.
 """
 
-import os
-import sys
-
-# Run from a checkout without installing the package.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 import argparse
 
 import jax

@@ -2,21 +2,16 @@
 
     python examples/predict_recording.py --workdir=runs/synthetic --recording=session.npy
 
-Without --workdir a tiny run is trained first (about 20 s) into a temporary folder; without
---recording a 40 s synthetic recording (openpose22, pixels, a confidence channel) is written.
+Without --workdir a tiny run is trained first (40 steps of a 20 k-parameter model on the
+synthetic set) into a temporary folder; without --recording a 40 s synthetic recording
+(openpose22, pixels, a confidence channel) is written.
 `Predictor.from_workdir` restores the model the run trained (its config.json and parameters) and
 applies the same frame sampling and normalisation, so raw pose data in the run's joint layout
 goes in; `predict.run_predict` cuts a long recording into windows and writes the timeline.
 """
 
-import os
-import sys
-
-# Run from a checkout without installing the package.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 import argparse
+import os
 import tempfile
 
 import numpy as np
@@ -26,12 +21,17 @@ from micro_dualnet_jax.data import synthetic
 
 
 def tiny_run(folder: str) -> str:
-  """Trains the smoke-sized synthetic model (the tests' configuration) into folder/run."""
-  from configs import smoke  # pylint: disable=g-import-not-at-top
-  from micro_dualnet_jax import train  # pylint: disable=g-import-not-at-top
-  from micro_dualnet_jax.config import RunConfig  # pylint: disable=g-import-not-at-top
-  config = RunConfig.from_config_dict(smoke.get_config()).replace(
-      **{'data.data_dir': os.path.join(folder, 'tfds'), 'num_train_steps': 40})
+  """Trains a tiny synthetic model (the size of the tests' configs/smoke.py) into folder/run."""
+  from micro_dualnet_jax import RunConfig, train  # pylint: disable=g-import-not-at-top
+  # Values left out keep their defaults (micro_dualnet_jax/config/); unknown keys are refused.
+  config = RunConfig.from_dict({
+      'num_train_steps': 40, 'batch_size': 16, 'eval_batch_size': 16, 'eval_every_steps': 0,
+      'checkpoint_every_steps': 20, 'optim': {'warmup_steps': 2},
+      'data': {'name': 'synthetic', 'data_dir': os.path.join(folder, 'tfds'), 'max_frames': 48,
+               'options': {'num_train': 64, 'num_test': 24}},
+      'model': {'num_classes': 15, 'num_frames': 16, 'width': 16, 'num_heads': 2,
+                'spatial_layers': 1, 'temporal_layers': 1, 'mlp_ratio': 2},
+      'augment': {'flip_prob': 0.0}})
   train.train_and_evaluate(config, os.path.join(folder, 'run'))
   return os.path.join(folder, 'run')
 

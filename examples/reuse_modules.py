@@ -7,13 +7,6 @@ The two branches here are a Temporal-T stack and a plain temporal mean; the rout
 body part and per clip, how much of each to use, as Micro-DualNet does with its two paths.
 """
 
-import os
-import sys
-
-# Run from a checkout without installing the package.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 import argparse
 
 import jax

@@ -9,6 +9,7 @@ from typing import Any
 
 from absl import logging
 
+from micro_dualnet_jax import interrupts
 from micro_dualnet_jax.config import RunConfig, RunSettings
 from micro_dualnet_jax.errors import InputError, UserError
 
@@ -84,7 +85,9 @@ def _run(mode: str, config: RunConfig, workdir: str | None, *, input_path: str |
     raise InputError(f'--export_format is for --mode=export, not --mode={mode}')
   if mode == 'train':
     from micro_dualnet_jax import train
-    train.train_and_evaluate(config, workdir)
+    result = train.train_and_evaluate(config, workdir, exit_on_second_signal=True)
+    if result.get('signal') == 'SIGINT':   # stopped by Ctrl-C, after saving a checkpoint
+      sys.exit(interrupts.CTRL_C_STATUS)
   elif mode == 'eval':
     from micro_dualnet_jax import evaluate
     if checkpoint not in ('best', 'latest'):

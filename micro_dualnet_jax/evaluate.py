@@ -124,7 +124,8 @@ def write_outputs(config: RunConfig, folder: str, result: EvalResult, splits: da
   """Predictions, the submission file (+ zip), eval_outputs.npz, eval_metrics.json, plots,
   and summary.json when given, into `folder` (process 0). Rows are in the released order
   (`in_release_order`), else the split's. checkpoint: what was scored, {'step', 'which'},
-  recorded with the test-time views in eval_metrics.json."""
+  recorded with the test-time views in eval_metrics.json. summary.json, which marks a run
+  finished, is written last: a run stopped before it writes its outputs again."""
   os.makedirs(folder, exist_ok=True)
   result = in_release_order(result, splits)
   probs = metrics_lib.softmax(result.logits)
@@ -141,8 +142,6 @@ def write_outputs(config: RunConfig, folder: str, result: EvalResult, splits: da
                     {**result.scalars(), 'checkpoint': checkpoint,
                      'eval_split': config.data.eval_split,
                      'test_time': dataclasses.asdict(views)})
-  if summary is not None:
-    RunDir(folder).write_summary(summary)
   if verbose:
     if result.labelled:
       print(metrics_lib.format_metrics_table(result.metrics, title='Evaluation'))
@@ -163,6 +162,8 @@ def write_outputs(config: RunConfig, folder: str, result: EvalResult, splits: da
                                 labels=result.labels if result.labelled else None)
   except ValueError as error:   # a plot must never cost the run its results
     logging.warning('plotting failed: %s', error)
+  if summary is not None:
+    RunDir(folder).write_summary(summary)
 
 
 # The settings --mode=eval takes from the command line over the run's own: how to score, not

@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from micro_dualnet_jax import __version__, atomic, evaluate, rundir, sharding, steps
+from micro_dualnet_jax import __version__, atomic, evaluate, interrupts, rundir, sharding, steps
 from micro_dualnet_jax.checkpoint import (Checkpointer, abstract_like, items_state, state_items,
                                           tree_checksum)
 from micro_dualnet_jax.config import RunConfig, RunSettings
@@ -43,7 +43,7 @@ from micro_dualnet_jax.pipeline.loader import Loader
 from micro_dualnet_jax.rundir import METRICS_FILE, RunDir, seed_dir_name
 
 Hook = Callable[[str, int], None]
-HOOK_EVENTS = ('step', 'checkpoint', 'final_eval')
+HOOK_EVENTS = ('train_start', 'step', 'checkpoint', 'final_eval')
 # steps_per_call = 0: calls of about this long, of at most this many steps (device / host data).
 AUTO_CALL_SECONDS = 1.0
 AUTO_MAX_STEPS = {'device': 1000, 'host': 8}
@@ -222,31 +222,6 @@ def _restore(seeds: Sequence[_Seed], abstract: dict[str, Any]
       'same JAX_ENABLE_X64 and package versions), or move them away to start from scratch')
 
 
-class _Stop:
-  """SIGTERM/SIGINT flag: the loop saves a checkpoint and returns at the next step boundary.
-
-  `install` sets the handlers (after jax.distributed.initialize, which installs a SIGTERM
-  handler of its own), `restore` puts the previous ones back (nothing when not installed).
-  """
-
-  def __init__(self):
-    self.signal = None
-    self._previous = {}
-
-  def install(self) -> None:
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      self._previous.setdefault(sig, signal.signal(sig, self._handle))
-
-  def _handle(self, signum, frame):
-    del frame
-    self.signal = signum
-
-  def restore(self) -> None:
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-    self._previous.clear()
-
-
 def improves_on_best(scalars: dict[str, Any], best: dict[str, Any], metric: str) -> bool:
   """Whether an evaluation scoring `scalars` becomes the best one, given `best`, the metrics of
   the best evaluation so far ({} before the first). Strictly higher `metric` only: of tied
@@ -309,17 +284,21 @@ class Trainer:
     start()   the run directories, the train state (restored from the newest checkpoint every
               seed has), the jitted steps.
     train()   the loop to the step budget; False when it stopped early (a signal, or
-              max_steps_per_run), after saving a checkpoint.
+              max_steps_per_run), after saving a checkpoint. Signals: interrupts.StopSignals.
     finish()  the final evaluation, the outputs and the summary.
 
   The run holds the work directory's lock (`RunDir.lock`; process 0, from the checks to the end)
   and handles SIGTERM / SIGINT from the multi-process start on; `close` releases both.
   """
 
-  def __init__(self, config: RunConfig, workdir: str, *, hooks: Sequence[Hook] = ()):
+  def __init__(self, config: RunConfig, workdir: str, *, hooks: Sequence[Hook] = (),
+               exit_on_second_signal: bool = False):
     self.config, self.settings, self.hooks = config, config.run, tuple(hooks)
+    self.exit_on_second_signal = exit_on_second_signal
+    self.stopped_by: str | None = None   # the signal that stopped train() early, e.g. 'SIGINT'
     self.run = RunDir(workdir)
-    self.lock, self.stop = self.run.lock('training'), _Stop()
+    self.lock = self.run.lock('training')
+    self.stop = interrupts.StopSignals(exit_at_once=exit_on_second_signal)
     self.seeds = config.seeds
     self.multi = len(self.seeds) > 1
     self.is_main = True
@@ -571,7 +550,8 @@ class Trainer:
 
   def train(self) -> bool:
     """Trains to the step budget, `steps_per_call` steps per jitted call; False when it stopped
-    early after saving a checkpoint."""
+    early after saving a checkpoint. Each call is waited for before the next is dispatched, so
+    a signal stops the loop at the end of the call that was running when it came."""
     settings = self.settings
     samples_since, t_last = 0, time.time()
     per_call = settings.steps_per_call or 1   # auto: one step until a call has been timed
@@ -581,12 +561,15 @@ class Trainer:
     # checkpoint of start_step, so the run stops before compiling its first call.
     if sharding.any_process(stop.signal is not None):
       self._close()
+      if stop.signal is not None:
+        self.stopped_by = signal.Signals(stop.signal).name
       print(f'Stopping early (a signal came before the first step): nothing trained since step '
             f'{self.start_step}; run the same command again to resume.', flush=True)
       return False
     streams = ([s.loader.train_batches(self.start_step) for s in self.per_seed]
                if self.pipeline == 'host' else [])
     try:
+      self._hooks('train_start', self.start_step)
       while self.step < self.total_steps:
         first = self.step
         count = min(per_call, self._call_end(first) - first)
@@ -602,6 +585,9 @@ class Trainer:
             sharding.replicate_host_value(np.int32(count), self.mesh))
         self.train_calls += 1
         self.step = step = first + count
+        stop.can_save = True   # a signal from now on stops after this call, with a checkpoint
+        jax.block_until_ready(self.state['step'])
+        call_seconds = time.time() - start
         samples_since += count * settings.batch_size * len(self.seeds)
         logged = [s for s in range(first + 1, step + 1)
                   if s % settings.log_every_steps == 0 or s == self.total_steps]
@@ -613,11 +599,9 @@ class Trainer:
           for s in logged:
             self._log(s, {k: v[s - first - 1] for k, v in values.items()}, rate)
           samples_since, t_last = 0, now
-        if not settings.steps_per_call:
-          jax.block_until_ready(self.state['step'])
-          if self.train_calls > 1:   # the first call compiled
-            per_step = (time.time() - start) / count
-            per_call = int(min(max(AUTO_CALL_SECONDS / per_step, 1), self.max_steps_per_call))
+        if not settings.steps_per_call and self.train_calls > 1:   # the first call compiled
+          per_step = call_seconds / count
+          per_call = int(min(max(AUTO_CALL_SECONDS / per_step, 1), self.max_steps_per_call))
         self._hooks('step', step)
         if settings.eval_every_steps and step % settings.eval_every_steps == 0 \
             and step < self.total_steps:
@@ -630,12 +614,18 @@ class Trainer:
                          and step < self.total_steps):
           self.save(step, force=True)
           self._close()
+          if stop.signal is not None:
+            self.stopped_by = signal.Signals(stop.signal).name
           reason = (f'received signal {stop.signal}' if stop.signal is not None else
                     'another process received a signal' if signalled else
                     f'max_steps_per_run={settings.max_steps_per_run} reached')
           print(f'Stopping early ({reason}): saved checkpoint at step {step}; run the same '
                 'command again to resume.', flush=True)
           return False
+      # The final checkpoint is committed before the final evaluation: a Ctrl-C there loses
+      # no training.
+      for s in self.per_seed:
+        _checkpoint_io(s.ckpt.wait)
     finally:
       for stream in streams:
         stream.close()
@@ -646,6 +636,9 @@ class Trainer:
   def finish(self) -> dict[str, Any]:
     """The final evaluation, every seed's outputs and the summary (written to summary.json)."""
     step = self.step
+    # The final checkpoint is committed: Ctrl-C interrupts the evaluation (the same command does
+    # it again); SIGTERM lets it write its outputs first.
+    self.stop.can_save, self.stop.finishing = False, True
     self._check_finite(step)
     self._hooks('final_eval', step)
     results = self.evaluate(step)
@@ -685,26 +678,31 @@ class Trainer:
     return summary
 
 
-def train_and_evaluate(config: RunConfig, workdir: str, *,
-                       hooks: Sequence[Hook] = ()) -> dict[str, Any]:
+def train_and_evaluate(config: RunConfig, workdir: str, *, hooks: Sequence[Hook] = (),
+                       exit_on_second_signal: bool = False) -> dict[str, Any]:
   """Trains `config` in `workdir` (resuming from its checkpoints) and evaluates; returns the
-  summary written to summary.json (a dict with 'interrupted_at_step' when stopped early).
+  summary written to summary.json, or, when stopped early, {'interrupted_at_step': step} (with
+  'signal': 'SIGINT' or 'SIGTERM' when a signal to this process stopped it).
 
   hooks: callables `hook(event, step)` run on the host, in order, at fixed points of the loop:
-    'step' after the call of steps that reached step `step` (every step with steps_per_call=1)
-    was dispatched and logged, before its checkpoint and the signal check; 'checkpoint' after
-    the checkpoints of `step` were written (started, with async_checkpoints); 'final_eval'
-    before the final evaluation. For progress reporting, profiling windows, or tests that stop
-    a run at an exact point.
+    'train_start' once the run directory is written and the state built or restored, before the
+    first call of steps (and its compilation); 'step' after the call of steps that reached step
+    `step` (every step with steps_per_call=1) ran and was logged, before its checkpoint and the
+    signal check; 'checkpoint' after the checkpoints of `step` were written (started, with
+    async_checkpoints); 'final_eval' before the final evaluation. For progress reporting,
+    profiling windows, or tests that stop a run at an exact point.
+  exit_on_second_signal: a second SIGINT/SIGTERM during the loop ends the process at once
+    (main.py); False raises KeyboardInterrupt instead (interrupts.StopSignals).
   """
-  trainer = Trainer(config, workdir, hooks=hooks)
+  trainer = Trainer(config, workdir, hooks=hooks, exit_on_second_signal=exit_on_second_signal)
   try:
     done = trainer.check()
     if done is not None:
       return _report_finished(trainer.run, done)
     trainer.start()
     if not trainer.train():
-      return {'interrupted_at_step': trainer.step}
+      stopped = {'interrupted_at_step': trainer.step}
+      return stopped if trainer.stopped_by is None else {**stopped, 'signal': trainer.stopped_by}
     return trainer.finish()
   except OutputWriteError as error:   # a full or read-only disk mid-run
     raise TrainingError(f'{error}. {_intact_checkpoints(workdir)}. Free disk space or fix the '

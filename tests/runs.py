@@ -3,13 +3,17 @@
 `Run` starts main.py through `tests/paused_main.py`, which installs a `train_and_evaluate` hook:
 with `pause_at=('step', 6)` the run stops right after training step 6 (before its checkpoint and
 its signal check), prints `TEST: paused at step 6` and waits until the test calls `release()`.
-A signal or SIGKILL sent while it waits lands at that point, whatever the machine's load.
+A signal or SIGKILL sent while it waits lands at that point, whatever the machine's load. With
+`block=True` the pause holds the main thread inside a system call with SIGINT and SIGTERM masked
+there, as a long XLA call does: what the process does about a signal then, it does without
+Python's handlers running in the main thread.
 Every wait has a timeout (a hung child fails the test instead of hanging the suite) and every
 child still running when the test ends is killed (the `stop_runs` fixture).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import signal
@@ -35,23 +39,31 @@ class Run:
     devices: host CPU devices of the process (XLA_FLAGS).
     env: extra environment variables.
     pause_at: (event, step) of `train.train_and_evaluate`'s hooks to stop at, e.g. ('step', 6),
-      ('checkpoint', 12), ('final_eval', 12); several as a list.
-    hang_commit: hang forever in orbax's commit of the first checkpoint (its data is written,
-      the rename of `<step>.orbax-checkpoint-tmp` to `<step>` is not), printing
-      `TEST: checkpoint data written, commit pending`.
+      ('checkpoint', 12), ('final_eval', 12), ('train_start', 0); ('import', 0) stops before the
+      mode's modules and jax are imported; several as a list.
+    block: pauses block the main thread in a system call, signals masked there (see above).
+    hang_commit: True: hang forever in orbax's commit of the first checkpoint (its data is
+      written, the rename of `<step>.orbax-checkpoint-tmp` to `<step>` is not), printing
+      `TEST: checkpoint data written, commit pending`; a step: in the commit of that step's
+      checkpoint in checkpoints/ only.
   """
 
   def __init__(self, args: list[str], log: pathlib.Path, *, devices: int = 2,
                env: dict[str, str] | None = None,
                pause_at: tuple[str, int] | list[tuple[str, int]] | None = None,
-               hang_commit: bool = False):
+               block: bool = False, hang_commit: bool | int = False):
     base = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
     base['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
     pauses = [pause_at] if isinstance(pause_at, tuple) else list(pause_at or [])
     self.go = log.with_suffix('.go')
     base['MDN_TEST_PAUSE'] = ','.join(f'{event}:{step}' for event, step in pauses)
     base['MDN_TEST_GO'] = str(self.go)
-    base['MDN_TEST_HANG_COMMIT'] = '1' if hang_commit else ''
+    base['MDN_TEST_BLOCK'] = '1' if block else ''
+    base['MDN_TEST_HANG_COMMIT'] = ('any' if hang_commit is True else
+                                    str(hang_commit) if hang_commit is not False else '')
+    self.block = block
+    if block:
+      os.mkfifo(f'{self.go}.fifo')
     self.log = log
     with open(log, 'w') as out:
       self.proc = subprocess.Popen([sys.executable, str(HARNESS), *args], cwd=ROOT, stdout=out,
@@ -74,7 +86,11 @@ class Run:
 
   def release(self) -> None:
     """Lets a paused run go on."""
-    self.go.write_text('go')
+    if self.block:
+      with open(f'{self.go}.fifo', 'w') as fifo:   # the run holds it open: this does not wait
+        fifo.write('g')
+    else:
+      self.go.write_text('go')
 
   def signal(self, sig: int) -> None:
     self.proc.send_signal(sig)
@@ -101,3 +117,36 @@ def stop_all() -> None:
     if proc.poll() is None:
       proc.send_signal(signal.SIGKILL)
       proc.wait(timeout=TIMEOUT_S)
+
+
+# ----------------------------------------------------------------------------- what a run left
+
+
+def checkpoint_steps(folder) -> list[int]:
+  """The committed checkpoint steps in `folder` (a run's checkpoints/)."""
+  folder = pathlib.Path(folder)
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() \
+      else []
+
+
+def train_losses(workdir) -> dict[int, float]:
+  """step -> training loss from metrics.jsonl; a resumed run logs every step once (the steps
+  after its checkpoint, trained again, replace their first records)."""
+  losses = {}
+  for line in (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines():
+    record = json.loads(line)
+    if 'train_loss' in record:
+      assert record['step'] not in losses, f'step {record["step"]} logged twice'
+      losses[record['step']] = record['train_loss']
+  return losses
+
+
+def state_checksums(workdir, step: int) -> dict[str, str]:
+  """The sha256s of the whole train state (parameters, model RNG streams, optimizer state, step
+  and augmentation RNG) saved with checkpoint `step`."""
+  from micro_dualnet_jax.checkpoint import CHECKSUMS_KEY, Checkpointer  # pylint: disable=g-import-not-at-top
+  checkpointer = Checkpointer(str(workdir), best_metric=None, async_save=False)
+  try:
+    return checkpointer.read_meta(step)[CHECKSUMS_KEY]
+  finally:
+    checkpointer.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 import pickle
+import re
 import sys
 
 import numpy as np
@@ -15,6 +16,8 @@ from micro_dualnet_jax.data import builders, prepare
 from micro_dualnet_jax.data.clip import Clip, DataFormatError
 from micro_dualnet_jax.data.readers import imigue
 from micro_dualnet_jax.data import registry
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _pickle(path: pathlib.Path, obj) -> None:
@@ -190,6 +193,20 @@ def test_nwucla_round_trip_and_split_errors(tmp_path):
     prepare.load_split('nwucla', 'test', data_dir, seed=1)
 
 
+def test_the_docs_say_how_to_get_every_dataset_as_its_builder_does():
+  """What the one-line error points to (docs/data_formats.md, "Getting the datasets") holds each
+  builder's download instructions: every address and every file or folder they name."""
+  docs = (ROOT / 'docs' / 'data_formats.md').read_text()
+  section = docs[docs.index('## Getting the datasets'):]
+  section = section[:section.index('\n## ', 3)]
+  for cls in (builders.Imigue, builders.Ma52, builders.Nwucla):
+    text = cls.MANUAL_DOWNLOAD_INSTRUCTIONS
+    named = re.findall(r'https?://\S+|\b\w+\.(?:txt|pkl|npy|csv|json)\b|\b\w+/', text)
+    assert named, cls
+    for item in named:
+      assert item.rstrip(');') in section, (cls.__name__, item)
+
+
 def test_malformed_file_fails_prepare_with_its_name(tmp_path):
   write_nwucla(tmp_path, [('a01_s01_e00_v01', 1, 3)])
   (tmp_path / 'all_sqe' / 'a01_s01_e00_v01.json').write_text('{"file_name": "a01_s')
@@ -197,17 +214,20 @@ def test_malformed_file_fails_prepare_with_its_name(tmp_path):
     prepare.prepare_dataset('nwucla', str(tmp_path), str(tmp_path / 'tfds'))
 
 
-def test_missing_dataset_says_what_where_and_how(tmp_path):
+def test_missing_dataset_says_where_it_looked_and_where_to_read_how_to_get_it(tmp_path):
   with pytest.raises(prepare.DatasetNotFoundError) as err:
     prepare.prepare_dataset('ma52', str(tmp_path / 'nothing'), str(tmp_path))
-  message = str(err.value)
-  assert 'No ma52 files found. Looked in:' in message and str(tmp_path / 'nothing') in message
-  assert 'https://github.com/VUT-HFUT/Micro-Action' in message
-  assert 'MA52_train.pkl' in message and 'manual folder' in message
+  assert str(err.value) == (
+      f"No data of dataset 'ma52' found (looked in: {tmp_path / 'nothing'}, "
+      f"{tmp_path / 'nothing' / 'ma52'}). MA-52 is released under a signed agreement: "
+      'docs/data_formats.md, "Getting the datasets", says where to request it and which files '
+      'the folder must hold.')
   (tmp_path / 'other').mkdir()
   (tmp_path / 'other' / 'readme.txt').write_text('not a dataset')
-  with pytest.raises(prepare.DatasetNotFoundError, match='imigue_skeleton_train/'):
+  with pytest.raises(prepare.DatasetNotFoundError) as err:
     prepare.prepare_dataset('imigue', str(tmp_path / 'other'), str(tmp_path))
+  assert '\n' not in str(err.value) and str(err.value).startswith(
+      f"No data of dataset 'imigue' found (looked in: {tmp_path / 'other'}, ")
   with pytest.raises(prepare.DatasetNotFoundError, match='is not prepared in'):
     prepare.load_split('ma52', 'train', str(tmp_path))
   with pytest.raises(prepare.DatasetNotFoundError, match='imigue is not prepared in'):

@@ -8,6 +8,7 @@ import pytest
 from scipy.special import softmax
 from sklearn.metrics import accuracy_score, top_k_accuracy_score
 
+from configs import nwucla as nwucla_config
 from configs import smoke
 from support import typed
 from micro_dualnet_jax import cli, ensemble
@@ -124,6 +125,29 @@ def test_cli_mode_ensemble(runs, tmp_path, capsys):
   with pytest.raises(SystemExit) as exit_info:
     cli.run('ensemble', typed(smoke.get_config()), str(tmp_path / 'out2'), input_path=dirs[0])
   assert exit_info.value.code == 2
+
+
+def test_cli_ensemble_takes_the_members_dataset_and_refuses_a_config_of_another(runs, tmp_path,
+                                                                                capsys):
+  """The members' config.json names their dataset; --config may be left out, and one of another
+  dataset is refused by name instead of scoring with its classes."""
+  dirs, _, _, _ = runs
+  trained = typed(smoke.get_config())
+  for workdir in dirs[:2]:
+    RunDir(workdir).write(trained, kind='run', seeds=[0], package_version='test',
+                          class_names=registry.get_spec('synthetic').class_names)
+  members = f'{dirs[0]},{dirs[1]}'
+  cli.run('ensemble', trained, str(tmp_path / 'out'), input_path=members, config_given=False)
+  assert json.loads((tmp_path / 'out' / 'ensemble.json').read_text())['num_clips'] == NUM_CLIPS
+  capsys.readouterr()
+  nwucla = typed(nwucla_config.get_config())
+  with pytest.raises(SystemExit) as exit_info:
+    cli.run('ensemble', nwucla, str(tmp_path / 'out2'), input_path=members)
+  assert exit_info.value.code == 2
+  assert capsys.readouterr().err == (
+      "error: --config is a 'nwucla' config, the ensemble members were trained on 'synthetic'; "
+      "leave --config out (the members' dataset is used) or give a config of their dataset\n")
+  assert not (tmp_path / 'out2').exists()
 
 
 # ----------------------------------------------------------------------- weights fitted on held-out

@@ -566,7 +566,8 @@ def test_a_signal_before_the_first_step_stops_without_compiling_it(tmp_path, mon
   monkeypatch.setattr(train.datasets, 'load_splits', signalled_while_loading)
   monkeypatch.setattr(train.steps, 'make_train_step', no_step)
   before = signal.getsignal(signal.SIGTERM)
-  assert train.train_and_evaluate(config, str(tmp_path / 'run')) == {'interrupted_at_step': 0}
+  assert train.train_and_evaluate(config, str(tmp_path / 'run')) == {'interrupted_at_step': 0,
+                                                                      'signal': 'SIGTERM'}
   assert signal.getsignal(signal.SIGTERM) == before   # the run's handler is removed after it
 
 

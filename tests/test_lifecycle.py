@@ -357,3 +357,53 @@ def test_a_work_directory_of_the_older_format_is_refused_by_name(finished, tmp_p
     with pytest.raises(RunDirError, match='written by an older micro_dualnet_jax.*train again'):
       attempt()
   assert snapshot(old) == before
+
+
+# ----------------------------------------------------------------------------- from any folder
+
+FIXTURE = ROOT / 'tests' / 'fixtures' / 'run_format2_commit1295892'
+
+
+def main_py_in(folder: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
+  """python <checkout>/main.py args, run from `folder` (outside the checkout), one device."""
+  assert not folder.resolve().is_relative_to(ROOT)
+  env = {**os.environ, 'XLA_FLAGS': ''}
+  return subprocess.run([sys.executable, str(ROOT / 'main.py'), *args], cwd=folder, env=env,
+                        text=True, capture_output=True, timeout=TIMEOUT_S, check=False)
+
+
+def test_main_py_from_another_folder_evaluates_a_run(tmp_path):
+  """`cd /tmp && python <checkout>/main.py --mode=eval --workdir=<run>`: no --config given, so
+  the default config is read from beside main.py and the run's own config.json is used."""
+  run, elsewhere = tmp_path / 'run', tmp_path / 'elsewhere'
+  shutil.copytree(FIXTURE, run)
+  elsewhere.mkdir()
+  done = main_py_in(elsewhere, '--mode=eval', f'--workdir={run}', '--checkpoint=latest',
+                    f'--config.data.data_dir={tmp_path / "tfds"}', '--output=scored')
+  assert done.returncode == 0, done.stdout + done.stderr
+  result = json.loads(done.stdout.strip().splitlines()[-1])
+  assert (result['step'], result['num_samples']) == (4, 24)
+  scored = json.loads((elsewhere / 'scored' / 'eval_metrics.json').read_text())
+  assert scored['checkpoint'] == {'step': 4, 'which': 'latest'}   # --output relative to the cwd
+
+
+@pytest.mark.slow
+def test_main_py_from_another_folder_trains_predicts_and_exports(tmp_path):
+  """Every path relative to the working directory, a config file given by its path."""
+  elsewhere = tmp_path / 'elsewhere'
+  elsewhere.mkdir()
+  clip = synthetic.generate_split('test', num_clips=1, seed=2)[0]
+  np.save(elsewhere / 'clip.npy', np.concatenate([clip.keypoints, clip.confidence[..., None]],
+                                                 -1)[:20])
+  commands = [
+      [f'--config={ROOT / "configs" / "smoke.py"}', '--workdir=run', '--config.data.data_dir=tfds',
+       '--config.num_train_steps=4'],
+      ['--mode=predict', '--workdir=run', '--input=clip.npy'],
+      ['--mode=export', '--workdir=run']]
+  for args in commands:
+    done = main_py_in(elsewhere, *args)
+    assert done.returncode == 0, (args, done.stdout + done.stderr)
+  assert json.loads((elsewhere / 'run' / 'summary.json').read_text())['step'] == 4
+  assert (elsewhere / 'run' / 'predict' / 'clip' / 'prediction.json').is_file()
+  assert json.loads((elsewhere / 'run' / 'export' / 'labels.json').read_text()) == \
+      synthetic.class_names()

@@ -241,7 +241,7 @@ def test_sigterm_saves_a_restorable_checkpoint(data_dir, tmp_path):
                                      'log_every_steps': 1})
   previous = signal.getsignal(signal.SIGTERM)
   result = train.train_and_evaluate(config, str(tmp_path), hooks=(terminate_after_step_3,))
-  assert result == {'interrupted_at_step': 3}
+  assert result == {'interrupted_at_step': 3, 'signal': 'SIGTERM'}
   assert signal.getsignal(signal.SIGTERM) == previous    # the handler is put back
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3']
   resumed = train.train_and_evaluate(smoke_config(data_dir, **{

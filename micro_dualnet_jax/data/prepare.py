@@ -85,8 +85,9 @@ def find_manual_dir(name: str, manual_dir: str | None, data_dir: str,
     None for single-config datasets.
 
   Raises:
-    DatasetNotFoundError: nothing recognisable was found; the message lists the folders searched
-      and the builder's download instructions.
+    DatasetNotFoundError: nothing recognisable was found; the one-line message lists the folders
+      searched and says where to read how to get the data (the spec's `get_data`; the builder's
+      MANUAL_DOWNLOAD_INSTRUCTIONS say the same for TFDS).
   """
   spec = registry.get_spec(name)
   searched = _candidates(spec, manual_dir, data_dir)
@@ -95,9 +96,8 @@ def find_manual_dir(name: str, manual_dir: str | None, data_dir: str,
       found, config = spec.find_release(root, options)
       if found:
         return root, config
-  raise DatasetNotFoundError(
-      f'No {name} files found. Looked in: {", ".join(str(p) for p in searched)}.\n'
-      f'{spec.builder_class().MANUAL_DOWNLOAD_INSTRUCTIONS}')
+  raise DatasetNotFoundError(f'No data of dataset {name!r} found (looked in: '
+                             f'{", ".join(str(p) for p in searched)}). {spec.get_data}')
 
 
 def make_builder(name: str, data_dir: str, config: str | builders.SyntheticConfig | None = None

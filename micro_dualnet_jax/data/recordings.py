@@ -67,8 +67,9 @@ def to_model_layout(clip: Clip, model_layout: Layout) -> Clip:
                              confidence=clip.confidence[:, index], layout=model_layout.name)
 
 
-def layout_conversion(source: Layout, model_layout: Layout, where: str) -> np.ndarray:
-  """(V,) indices into `source` giving the model's joints; prints the conversion.
+def layout_conversion(source: Layout, model_layout: Layout, where: str, *,
+                      note: bool = True) -> np.ndarray:
+  """(V,) indices into `source` giving the model's joints; prints the conversion (`note`).
 
   Raises DataFormatError naming both layouts when `source` cannot be converted.
   """
@@ -85,7 +86,7 @@ def layout_conversion(source: Layout, model_layout: Layout, where: str) -> np.nd
         f'{where}: the input joint layout is {source.name!r} ({source.num_joints} joints) but '
         f'the model was trained on layout {model_layout.name!r} ({model_layout.num_joints} '
         f'joints), and it cannot be converted: {problem}')
-  if source.name != model_layout.name:
+  if note and source.name != model_layout.name:
     print(f'note: {where}: converting joint layout {source.name!r} to the model\'s '
           f'{model_layout.name!r} by joint name', flush=True)
   return index
@@ -111,9 +112,13 @@ def load_recordings(input_path: str | os.PathLike[str], model_layout: Layout | s
     raise DataFormatError(f'{path}: input not found')
   if path.is_dir():
     # The reader picks the model's joints by name from BODY_25 + hand tips (and reads the hand
-    # keypoints only when the model has finger points).
-    layout_conversion(get_layout(OPENPOSE_FULL_LAYOUT), model_layout, f'{path} (OpenPose JSON)')
-    return read_openpose_folder(path, layout=model_layout.name)
+    # keypoints only when the model has finger points). The conversion is checked first and
+    # noted once the folder has been read: a folder with no frames gets its own error alone.
+    where = f'{path} (OpenPose JSON)'
+    layout_conversion(get_layout(OPENPOSE_FULL_LAYOUT), model_layout, where, note=False)
+    clips = read_openpose_folder(path, layout=model_layout.name)
+    layout_conversion(get_layout(OPENPOSE_FULL_LAYOUT), model_layout, where)
+    return clips
   elif path.suffix == '.npy':
     clips = [_read_npy(path, model_layout, input_layout)]
   elif path.suffix == '.csv':
@@ -140,6 +145,19 @@ def load_recordings(input_path: str | os.PathLike[str], model_layout: Layout | s
   return [to_model_layout(clip, model_layout) for clip in clips]
 
 
+def _axes_hint(shape: tuple[int, ...], model_layout: Layout, input_layout: str) -> str | None:
+  """For a (T, V, C) array whose axes do not fit: the order of its axes that does fit (the
+  model's layout, or `input_layout`), as a sentence; None when no other order fits."""
+  layout = get_layout(input_layout) if input_layout else model_layout
+  for order in ((0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)):
+    frames, joints, channels = (shape[i] for i in order)
+    if joints == layout.num_joints and channels in (layout.coord_dims, layout.coord_dims + 1) \
+        and frames > 0:
+      return (f'Its axes may be in another order: np.transpose(array, {order}) gives '
+              f'({frames}, {joints}, {channels}), (T, V, C) in layout {layout.name!r}')
+  return None
+
+
 def _read_npy(path: pathlib.Path, model_layout: Layout, input_layout: str) -> Clip:
   try:
     array = np.load(path, allow_pickle=False)
@@ -148,7 +166,13 @@ def _read_npy(path: pathlib.Path, model_layout: Layout, input_layout: str) -> Cl
   if array.ndim != 3 or not np.issubdtype(array.dtype, np.number):
     raise DataFormatError(f'{path}: expected a numeric (T, V, C) array, got {array.dtype} '
                           f'{array.shape}')
-  layout = _array_layout(array.shape[1], array.shape[2], model_layout, input_layout, str(path))
+  try:
+    layout = _array_layout(array.shape[1], array.shape[2], model_layout, input_layout, str(path))
+  except DataFormatError as error:
+    hint = _axes_hint(array.shape, model_layout, input_layout)
+    if hint is None:
+      raise
+    raise DataFormatError(f'{error}. {hint}') from None
   array = array.astype(np.float32)
   keypoints = array[..., :layout.coord_dims]
   if array.shape[2] > layout.coord_dims:

@@ -60,6 +60,8 @@ class DatasetSpec:
     release_config: the builder config reading the release found in a folder, from the folder,
       the options and whether to read and check every clip first (prepare does; opening a
       prepared split does not); a dataset with one needs its manual_dir to open a split.
+    get_data: one sentence saying where to read how to get the released files and what the
+      folder must hold (the end of the one-line error when none are found).
   """
   name: str
   layout: str
@@ -78,6 +80,8 @@ class DatasetSpec:
   required_options: tuple[str, ...] = ()
   class_names_option: str | None = None
   release_config: Callable[[pathlib.Path, Mapping[str, Any], bool], Any] | None = None
+  get_data: str = ('docs/data_formats.md, "Getting the datasets", says where to get it and which '
+                   'files the folder must hold.')
 
   def __post_init__(self):
     if not self.title:
@@ -167,11 +171,15 @@ register(DatasetSpec(
     name='imigue', title='iMiGUE', layout=imigue.LAYOUT,
     class_names=tuple(imigue.IMIGUE_CLASSES), builder='Imigue', submission='imigue',
     options={'source': _check_imigue_source}, config_option='source',
-    find_release=_imigue_release))
+    find_release=_imigue_release,
+    get_data='iMiGUE is released under a signed agreement: docs/data_formats.md, "Getting the '
+             'datasets", says where to request it and which files the folder must hold.'))
 register(DatasetSpec(
     name='ma52', layout=ma52.LAYOUT, class_names=tuple(ma52_classes.MA52_CLASSES),
     builder='Ma52', scorer='ma52', best_metrics=('f1_mean', 'body_top1'), submission='ma52',
-    find_release=lambda root, options: (bool(ma52.available_splits(root)), None)))
+    find_release=lambda root, options: (bool(ma52.available_splits(root)), None),
+    get_data='MA-52 is released under a signed agreement: docs/data_formats.md, "Getting the '
+             'datasets", says where to request it and which files the folder must hold.'))
 register(DatasetSpec(
     name='nwucla', layout=nwucla.LAYOUT, class_names=tuple(nwucla.NWUCLA_CLASSES),
     builder='Nwucla',
@@ -206,4 +214,5 @@ register(DatasetSpec(
     options={'classes': folder.check_classes, 'layout': get_layout},
     required_options=('classes', 'layout'), class_names_option='classes',
     find_release=lambda root, options: (folder.labels_path(root).is_file(), None),
-    release_config=_folder_config))
+    release_config=_folder_config,
+    get_data='The folder must hold labels.csv and the .npy clips it lists (docs/own_dataset.md).'))
