@@ -35,6 +35,7 @@ def test_an_empty_openpose_folder_gets_its_error_and_no_conversion_note(tmp_path
 
 def test_a_transposed_array_is_refused_with_the_order_that_fits(tmp_path):
   frames = np.random.default_rng(0).uniform(1, 100, (200, 22, 3)).astype(np.float32)
+  frames[..., 2] /= 100.0   # confidences in [0, 1]
   np.save(tmp_path / 'swapped.npy', frames.transpose(1, 2, 0))   # (22, 3, 200)
   with pytest.raises(DataFormatError) as error:
     recordings.load_recordings(tmp_path / 'swapped.npy', 'openpose22')
