@@ -1,8 +1,9 @@
 """Every Python code block of README.md and docs/*.md, and every script in examples/, runs.
 
-The blocks of one file run top to bottom in one namespace, as a reader would type them, here and
-(README.md, docs/api.md) as a script in a folder outside the checkout, with the package installed
-as the README's setup installs it (`pip install -r requirements.txt`: editable). The examples run
+The blocks of one file run top to bottom in one namespace, as a reader would type them: README.md
+and docs/api.md as a script in a folder outside the checkout, with the package installed as the
+README's setup installs it (`pip install -r requirements.txt`: editable), the others (and those
+two where the package is not installed) in the test process. The examples run
 as scripts with small sizes, from a folder outside the checkout. Shell blocks (```bash) are not
 run: they train for minutes. docs/own_dataset.md's block is a config file for main.py; the
 commands that use it run in tests/test_own_dataset.py.
@@ -80,6 +81,11 @@ def test_every_reference_points_inside_the_repository():
     pytest.param(p, marks=[pytest.mark.slow] if p.name == 'api.md' else [])  # api.md trains
     for p in DOCS if BLOCK.search(p.read_text())], ids=lambda p: str(p.relative_to(ROOT)))
 def test_python_blocks_run(path, monkeypatch):
+  """The blocks in this process, from the checkout; README.md and docs/api.md only where the
+  package is not installed (else the test below runs them as a script outside the checkout)."""
+  if str(path.relative_to(ROOT)) in OUTSIDE and _installed_from_here():
+    pytest.skip('run as a script outside the checkout by '
+                'test_python_blocks_run_as_a_script_outside_the_checkout')
   monkeypatch.chdir(ROOT)
   namespace: dict = {'__name__': f'doc_{path.stem}'}
   for i, block in enumerate(BLOCK.findall(path.read_text())):

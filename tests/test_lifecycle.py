@@ -313,24 +313,6 @@ def test_imigue_submission_csv_and_its_zip(tmp_path, labelled):
     assert archive.read('Submission.csv') == (workdir / 'Submission.csv').read_bytes()
 
 
-@pytest.mark.slow
-def test_ensemble_and_eval_refuse_a_run_of_several_seeds_by_name(tmp_path, data_dir):
-  config = smoke.get_config()
-  config.data.data_dir = data_dir
-  config.num_seeds = 2
-  config.num_train_steps = 2
-  train.train_and_evaluate(typed(config), str(tmp_path / 'seeds'))
-  from micro_dualnet_jax import ensemble, inference  # pylint: disable=g-import-not-at-top
-  with pytest.raises(RunDirError, match=r'holds a run of 2 seeds; --mode=ensemble takes one of '
-                                        r'them: .*seed_0, .*seed_1'):
-    ensemble.load_run(str(tmp_path / 'seeds'))
-  with pytest.raises(RunDirError, match='holds a run of 2 seeds'):
-    inference.restore_model(str(tmp_path / 'seeds'))
-  # Each seed folder is a run of its own.
-  assert inference.restore_model(str(tmp_path / 'seeds' / 'seed_1')).step == 2
-  ensemble.load_run(str(tmp_path / 'seeds' / 'seed_1'))
-
-
 def test_inference_never_imports_the_training_loop():
   """eval, predict, export and ensemble (and everything they import) load without train.py."""
   script = ('import sys\n'

@@ -14,6 +14,7 @@ import pytest
 from support import smoke_config
 from micro_dualnet_jax import evaluate, predict, sharding, steps, train
 from micro_dualnet_jax.pipeline import datasets
+from micro_dualnet_jax.errors import RunDirError
 from micro_dualnet_jax.rundir import RunDir
 
 
@@ -131,3 +132,17 @@ def test_a_run_of_seeds_resumes_to_the_uninterrupted_result(seeds_run, data_dir,
   again = train.train_and_evaluate(config, str(cut))
   for seed in ('5', '6', '7'):
     assert again['seeds'][seed]['param_checksum'] == summary['seeds'][seed]['param_checksum']
+
+
+@pytest.mark.slow
+def test_ensemble_and_eval_refuse_a_run_of_several_seeds_by_name(seeds_run):
+  workdir, _ = seeds_run
+  from micro_dualnet_jax import ensemble, inference  # pylint: disable=g-import-not-at-top
+  with pytest.raises(RunDirError, match=r'holds a run of 3 seeds; --mode=ensemble takes one of '
+                                        r'them: .*seed_5, .*seed_6, .*seed_7'):
+    ensemble.load_run(str(workdir))
+  with pytest.raises(RunDirError, match='holds a run of 3 seeds'):
+    inference.restore_model(str(workdir))
+  # Each seed folder is a run of its own.
+  assert inference.restore_model(str(workdir / 'seed_6')).step == 8
+  ensemble.load_run(str(workdir / 'seed_6'))
