@@ -15,7 +15,7 @@ import os
 from micro_dualnet_jax import interrupts, malloc_tuning
 
 if __name__ == '__main__':
-  malloc_tuning.reexec_with_tuned_malloc()  # before jax loads; see micro_dualnet_jax/malloc_tuning.py
+  malloc_tuning.reexec_with_tuned_malloc()   # before jax loads (micro_dualnet_jax/malloc_tuning.py)
   interrupts.exit_on_keyboard_interrupt()   # Ctrl-C: one line and exit status 130 (docs/workdir.md)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position

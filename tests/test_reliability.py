@@ -63,22 +63,6 @@ def _summary(workdir) -> dict:
   return json.loads((pathlib.Path(workdir) / 'summary.json').read_text())
 
 
-def _train_losses(workdir) -> dict[int, float]:
-  """step -> training loss from metrics.jsonl; a resumed run logs every step once (the steps
-  after its checkpoint, trained again, replace their first records)."""
-  losses = {}
-  for line in (pathlib.Path(workdir) / 'metrics.jsonl').read_text().splitlines():
-    record = json.loads(line)
-    if 'train_loss' in record:
-      assert record['step'] not in losses, f'step {record["step"]} logged twice'
-      losses[record['step']] = record['train_loss']
-  return losses
-
-
-def _steps(directory) -> list[int]:
-  return sorted(int(p.name) for p in pathlib.Path(directory).iterdir() if p.name.isdigit())
-
-
 def _state_checksum(workdir, step: int) -> str:
   """The sha256s of the whole train state (parameters, model RNG streams, optimizer state, step
   and augmentation RNG) saved at `step`."""
@@ -94,7 +78,7 @@ def reference(data_dir, tmp_path_factory):
   """An uninterrupted one-process run on 2 devices: (workdir, summary, per-step losses)."""
   workdir = tmp_path_factory.mktemp('reference')
   smoke_run(workdir, data_dir, workdir.parent / 'reference.log').finish()
-  return workdir, _summary(workdir), _train_losses(workdir)
+  return workdir, _summary(workdir), runs.train_losses(workdir)
 
 
 def test_two_processes_stop_together_resume_and_match_one_process(reference, data_dir, tmp_path):
@@ -117,7 +101,7 @@ def test_two_processes_stop_together_resume_and_match_one_process(reference, dat
   for out in outputs:
     assert re.findall(r'saved checkpoint at step (\d+)', out) == ['2']
   stop = 2
-  assert _steps(workdir / 'checkpoints') == [stop]
+  assert runs.checkpoint_steps(workdir / 'checkpoints') == [stop]
   # The same command again on both processes finishes the run.
   procs = _two_processes(workdir, data_dir, tmp_path, 'second')
   outputs = [run.finish() for run in procs]
@@ -128,7 +112,7 @@ def test_two_processes_stop_together_resume_and_match_one_process(reference, dat
   assert summary['param_checksum'] == ref_summary['param_checksum']
   assert summary['final'] == ref_summary['final']   # evaluation gathered from both processes
   assert len((workdir / 'predictions.csv').read_text().splitlines()) == 1 + 24
-  assert _train_losses(workdir) == ref_losses
+  assert runs.train_losses(workdir) == ref_losses
   assert _state_checksum(workdir, STEPS) == _state_checksum(ref_dir, STEPS)
 
 
@@ -148,8 +132,8 @@ def test_seeds_in_one_run_over_two_processes_match_one_process(data_dir, tmp_pat
     run.release()
   for run in procs:
     run.finish()
-  assert _steps(workdir / 'seed_3' / 'checkpoints') == _steps(workdir / 'seed_4' / 'checkpoints') \
-      == [2]
+  assert (runs.checkpoint_steps(workdir / 'seed_3' / 'checkpoints')
+          == runs.checkpoint_steps(workdir / 'seed_4' / 'checkpoints') == [2])
   outputs = [run.finish() for run in _two_processes(workdir, data_dir, tmp_path, 'second',
                                                     *seeds)]
   assert all('Resuming from checkpoint at step 2' in out for out in outputs)
@@ -158,7 +142,7 @@ def test_seeds_in_one_run_over_two_processes_match_one_process(data_dir, tmp_pat
     assert got['seeds'][seed]['param_checksum'] == want['seeds'][seed]['param_checksum']
     assert got['seeds'][seed]['final'] == want['seeds'][seed]['final']
   for seed in ('seed_3', 'seed_4'):
-    assert _train_losses(workdir / seed) == _train_losses(single / seed)
+    assert runs.train_losses(workdir / seed) == runs.train_losses(single / seed)
 
 
 def test_sigkill_at_three_points_then_resume_matches_uninterrupted(reference, data_dir, tmp_path):
@@ -170,7 +154,7 @@ def test_sigkill_at_three_points_then_resume_matches_uninterrupted(reference, da
   run.wait_for('TEST: checkpoint data written, commit pending')
   run.kill()
   assert (checkpoints / '3.orbax-checkpoint-tmp').is_dir()
-  assert _steps(checkpoints) == []
+  assert runs.checkpoint_steps(checkpoints) == []
   # 2. Killed between checkpoints, right after step 6. The restart ignored the half-written save
   #    (it started from scratch) and deleted it; step 3 is not one it saves, so only that cleanup
   #    removed it.
@@ -179,13 +163,13 @@ def test_sigkill_at_three_points_then_resume_matches_uninterrupted(reference, da
   run.kill()
   assert 'Resuming' not in run.output()
   assert not (checkpoints / '3.orbax-checkpoint-tmp').exists()
-  assert _steps(checkpoints) == [4]
+  assert runs.checkpoint_steps(checkpoints) == [4]
   # 3. Killed after the last checkpoint, before the final evaluation and outputs.
   run = smoke_run(workdir, data_dir, tmp_path / 'c.log', pause_at=('final_eval', STEPS))
   run.wait_paused('final_eval', STEPS)
   run.kill()
   assert 'Resuming from checkpoint at step 4' in run.output()
-  assert _steps(checkpoints) == [4, 8, 12]
+  assert runs.checkpoint_steps(checkpoints) == [4, 8, 12]
   assert not (workdir / 'summary.json').exists()
   # 4. The same command once more completes the run.
   out = smoke_run(workdir, data_dir, tmp_path / 'd.log').finish()
@@ -193,7 +177,7 @@ def test_sigkill_at_three_points_then_resume_matches_uninterrupted(reference, da
   assert _summary(workdir)['param_checksum'] == ref_summary['param_checksum']
   # Data order, augmentation RNG and optimizer state continued exactly: every step's loss, and
   # the whole final state, equal the uninterrupted run's.
-  assert _train_losses(workdir) == ref_losses
+  assert runs.train_losses(workdir) == ref_losses
   assert _state_checksum(workdir, STEPS) == _state_checksum(ref_dir, STEPS)
   assert not glob.glob(str(checkpoints / '*.orbax-checkpoint-tmp'))
 
@@ -285,7 +269,7 @@ def test_full_disk_fails_clearly_and_keeps_the_last_checkpoint(reference, data_d
                      r'\(latest: step 4\)\. Free disk space or fix the directory, then run the '
                      r'same command again to resume\.', out), out
     # The half-written save is not a checkpoint (and the next run deletes it, see the SIGKILL test).
-    assert _steps(workdir / 'checkpoints') == [4]
+    assert runs.checkpoint_steps(workdir / 'checkpoints') == [4]
   finally:
     subprocess.run(['umount', '-l', str(disk)], timeout=30, check=False)
 
