@@ -81,6 +81,8 @@ def _run(mode: str, config: RunConfig, workdir: str | None, *, input_path: str |
     raise InputError(f'--workdir is required for --mode={mode}')
   if fit_weights_on and mode != 'ensemble':
     raise InputError(f'--fit_weights_on is for --mode=ensemble, not --mode={mode}')
+  if export_format not in ('jax', 'onnx'):
+    raise InputError(f"export format must be 'jax' or 'onnx', got {export_format!r}")
   if export_format != 'jax' and mode != 'export':
     raise InputError(f'--export_format is for --mode=export, not --mode={mode}')
   if mode == 'train':
@@ -99,8 +101,11 @@ def _run(mode: str, config: RunConfig, workdir: str | None, *, input_path: str |
     from micro_dualnet_jax import predict
     predict.run_predict(config, workdir, input_path, output_dir, compare_model=given is not None)
   elif mode == 'export':
-    from micro_dualnet_jax import export
-    export.run_export(given, workdir, output_dir, export_format=export_format)
+    if export_format == 'onnx':
+      from micro_dualnet_jax import export_onnx as exporter
+    else:
+      from micro_dualnet_jax import export as exporter
+    exporter.run_export(given, workdir, output_dir)
   elif mode == 'ensemble':
     from micro_dualnet_jax import ensemble
     members = ensemble.parse_members(input_path, weighted=not fit_weights_on)

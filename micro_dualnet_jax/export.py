@@ -48,7 +48,6 @@ import numpy as np
 
 from micro_dualnet_jax import atomic
 from micro_dualnet_jax.config import RunConfig
-from micro_dualnet_jax.errors import InputError
 
 MODEL_FILE = 'model.jaxexport'
 PIPELINE_FILE = 'pipeline.jaxexport'
@@ -315,25 +314,21 @@ def _write_standalone_loader(path: str) -> None:
   atomic.write_text(path, '\n'.join(source))
 
 
-EXPORT_FORMATS = ('jax', 'onnx')
+def run_export(config: RunConfig | None, workdir: str, output_dir: str | None = None
+               ) -> dict[str, Any]:
+  """`--mode=export` (`--export_format=jax`): exports `workdir`'s model into `output_dir`
+  (default <workdir>/export) and prints where the files went. The ONNX format is
+  `export_onnx.run_export`."""
+  folder = output_dir or os.path.join(workdir, 'export')
+  manifest = export_workdir(config, workdir, output_dir)
+  print_manifest(manifest, workdir, folder, 'jax')
+  return manifest
 
 
-def run_export(config: RunConfig | None, workdir: str, output_dir: str | None = None,
-               export_format: str = 'jax') -> dict[str, Any]:
-  """`--mode=export`: exports `workdir`'s model (`export_format` 'jax': this module's
-  artifacts in <workdir>/export; 'onnx': micro_dualnet_jax/export_onnx.py's in
-  <workdir>/export_onnx) and prints where the files went."""
-  if export_format not in EXPORT_FORMATS:
-    raise InputError(f'export format must be one of {EXPORT_FORMATS}, got {export_format!r}')
-  if export_format == 'onnx':
-    from micro_dualnet_jax import export_onnx  # pylint: disable=g-import-not-at-top
-    folder = output_dir or os.path.join(workdir, export_onnx.DEFAULT_FOLDER)
-    manifest = export_onnx.export_workdir(config, workdir, folder)
-  else:
-    folder = output_dir or os.path.join(workdir, 'export')
-    manifest = export_workdir(config, workdir, output_dir)
+def print_manifest(manifest: dict[str, Any], workdir: str, folder: str, export_format: str
+                   ) -> None:
+  """The lines `--mode=export` prints: what was exported, where, and its files."""
   print(f'Exported checkpoint step {manifest["checkpoint_step"]} of {workdir} to {folder} '
         f'({export_format}; platforms: {", ".join(manifest["platforms"])}):', flush=True)
   for name in manifest['files']:
     print(f'  {name}', flush=True)
-  return manifest

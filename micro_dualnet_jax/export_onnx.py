@@ -179,3 +179,13 @@ def export_workdir(config: RunConfig | None, workdir: str, output_dir: str | Non
   run_config, model, _ = export.restore_for_export(config, workdir, use_best=use_best)
   return export_model(model, run_config, output_dir or os.path.join(workdir, DEFAULT_FOLDER),
                       workdir=workdir)
+
+
+def run_export(config: RunConfig | None, workdir: str, output_dir: str | None = None
+               ) -> dict[str, Any]:
+  """`--mode=export --export_format=onnx`: exports `workdir`'s model into `output_dir` (default
+  <workdir>/export_onnx) and prints where the files went."""
+  folder = output_dir or os.path.join(workdir, DEFAULT_FOLDER)
+  manifest = export_workdir(config, workdir, folder)
+  export.print_manifest(manifest, workdir, folder, 'onnx')
+  return manifest
