@@ -267,3 +267,13 @@ def test_sliced_split_holds_out_part_of_train(tmp_path):
   assert not ids(fit) & ids(held_out)
   with pytest.raises(ValueError, match="no split 'dev'"):
     prepare.load_split('synthetic', 'dev[:10%]', data_dir, **options)
+
+
+def test_the_synthetic_sets_default_sizes_make_a_builder(tmp_path):
+  """configs/default.py asks for SyntheticConfig() with its default sizes, which TFDS also lists
+  as the builder's predefined config: a custom config of that name was refused."""
+  from micro_dualnet_jax.data import builders, prepare  # pylint: disable=g-import-not-at-top
+  builder = prepare.make_builder('synthetic', str(tmp_path), builders.SyntheticConfig())
+  assert builder.builder_config.name == builders.SyntheticConfig().name
+  smaller = builders.SyntheticConfig(num_train=8, num_test=4)
+  assert prepare.make_builder('synthetic', str(tmp_path), smaller).builder_config.num_train == 8

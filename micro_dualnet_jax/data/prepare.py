@@ -103,8 +103,14 @@ def find_manual_dir(name: str, manual_dir: str | None, data_dir: str,
 def make_builder(name: str, data_dir: str, config: str | builders.SyntheticConfig | None = None
                  ) -> builders.ClipDatasetBuilder:
   """The TFDS builder of dataset `name` (array_record files under `data_dir`)."""
+  builder_class = registry.get_spec(name).builder_class()
+  if not isinstance(config, (str, type(None))) and config.name in {
+      c.name for c in builder_class.BUILDER_CONFIGS}:
+    # TFDS refuses a custom config named like a predefined one; the name encodes every value,
+    # so the predefined one is the same dataset (the synthetic set's default sizes).
+    config = config.name
   kwargs = {} if config is None else {'config': config}
-  return registry.get_spec(name).builder_class()(data_dir=data_dir, **kwargs)
+  return builder_class(data_dir=data_dir, **kwargs)
 
 
 def _ordered(splits: Sequence[str]) -> list[str]:
