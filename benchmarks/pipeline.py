@@ -6,10 +6,13 @@ For each case (the NW-UCLA config with one seed and with three in one run, on vi
 model on the synthetic set), each data path (`--config.data.pipeline=device` / `host`, each with
 its default steps per call) trains `main.py` for a fixed number of steps, the two paths
 alternating, `--repeats` times. The figure of a run is the median of the samples/s that its log
-lines report after the first (which holds the compilation); the JSON holds every run's log
-figures, the wall time, the medians per path, and the ratio device / host of the medians, with the
+lines report after the first two (the first holds the compilation, the second the calls of one
+step that time the automatic steps per call); the JSON holds every run's log figures, the wall
+time, the medians per path, the ratio device / host of the medians, and the 95 % interval of that
+ratio from all log figures of both paths (Welch, `stats.py`, divided by the host mean), with the
 machine named. Time it on a quiet machine: other work on the cores shows up in both paths, but
-not evenly.
+not evenly; the log figures of one quiet run still spread by about +-10 %, so read the interval,
+not the point.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ from typing import Any
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
-
 import common  # pylint: disable=g-bad-import-order,wrong-import-position
+import stats  # pylint: disable=g-bad-import-order,wrong-import-position
+from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NWUCLA = os.path.join(os.path.dirname(_ROOT), 'shared', 'datasets', 'nw_ucla')
 CASES: dict[str, list[str]] = {
@@ -47,6 +50,7 @@ _DATA_DIR = flags.DEFINE_string('data_dir', os.path.join(tempfile.gettempdir(),
                                 'Where the prepared datasets go (reused).')
 _OUT = flags.DEFINE_string('out', None, 'Also write the JSON here.')
 _RATE = re.compile(r'\| ([0-9.]+) samples/s \|')
+_WARMUP_LOGS = 2
 
 
 def run(case: str, pipeline: str, steps: int) -> dict[str, Any]:
@@ -64,10 +68,19 @@ def run(case: str, pipeline: str, steps: int) -> dict[str, Any]:
   wall = time.time() - start
   if done.returncode:
     raise RuntimeError(f'{case}/{pipeline} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}')
-  rates = [float(m.group(1)) for m in _RATE.finditer(done.stdout)]
+  rates = [float(m.group(1)) for m in _RATE.finditer(done.stdout)][_WARMUP_LOGS:]
   header = next(line for line in done.stdout.splitlines() if line.startswith('Micro-DualNet:'))
-  return {'samples_per_s_after_first_log': rates[1:], 'median_samples_per_s':
-          round(statistics.median(rates[1:]), 2), 'wall_s': round(wall, 1), 'console': header}
+  return {'samples_per_s_after_warmup': rates, 'median_samples_per_s':
+          round(statistics.median(rates), 2), 'wall_s': round(wall, 1), 'console': header}
+
+
+def ratio_interval(device: list[float], host: list[float]) -> dict[str, float]:
+  """mean(device) / mean(host) with the 95 % Welch interval of the difference over mean(host)."""
+  difference = stats.welch_interval(device, host)
+  host_mean = statistics.fmean(host)
+  return {'ratio_of_means': round(statistics.fmean(device) / host_mean, 3),
+          'ratio_low': round(1 + difference['_low'] / host_mean, 3),
+          'ratio_high': round(1 + difference['_high'] / host_mean, 3)}
 
 
 def main(argv):
@@ -89,7 +102,10 @@ def main(argv):
                for p, rs in runs.items()}
     out['cases'][case] = {'steps': steps, 'runs': runs,
                           'median_samples_per_s': medians,
-                          'device_over_host': round(medians['device'] / medians['host'], 3)}
+                          'device_over_host': round(medians['device'] / medians['host'], 3),
+                          'device_over_host_95': ratio_interval(
+                              *[[x for r in runs[p] for x in r['samples_per_s_after_warmup']]
+                                for p in ('device', 'host')])}
   out['load_average_end'] = common.load_average()
   common.write_json(out, _OUT.value)
 
