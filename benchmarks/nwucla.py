@@ -64,6 +64,9 @@ SETTINGS: dict[str, dict[str, str]] = {
     'dropout02': {'model.dropout': '0.2'},
     'width128': {'model.width': '128'},
     'epochs400': {'num_epochs': '400'},
+    # SkateFormer's lead: T distinct frames drawn at random and kept in order, each embedded at
+    # its real place in the clip instead of its slot.
+    'random_frames': {'augment.temporal_sampling': 'random', 'model.time_embedding': 'position'},
     # A remedy for the near-binary, seed-dependent router: an entropy bonus on its weights. On the
     # host pipeline, as the base runs it is compared with (same data order per seed).
     'router_entropy01': {'loss.router_entropy_weight': '0.1', 'data.pipeline': 'host'},

@@ -176,7 +176,8 @@ def train_step_fn(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, conf
     # the gradient trace, and NNX refuses to mutate Variables made outside it.
     model_state = jax.tree.map(lambda x: x, model_state)
     model = nnx.merge(graphdef, params, model_state)
-    logits, aux = model(inputs['keypoints'], inputs['frame_mask'])
+    logits, aux = model(inputs['keypoints'], inputs['frame_mask'],
+                        frame_positions=inputs['frame_positions'])
     loss, parts = total_loss(logits, aux, batch['label'], loss_cfg, weights=batch['weight'])
     correct = (jnp.argmax(logits, -1) == batch['label']) * batch['weight']
     parts['accuracy'] = jnp.sum(correct) / jnp.maximum(jnp.sum(batch['weight']), 1.0)

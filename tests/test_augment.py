@@ -488,3 +488,48 @@ def test_eval_inputs_exact_on_hand_made_clip():
   np.testing.assert_array_equal(out['keypoints'][0, :, :, 3], 1.0)  # confidence channel
   out = augment.eval_inputs(batch, CHAIN, dataclasses.replace(cfg, stream='joint_motion'))
   np.testing.assert_array_equal(out['keypoints'][0, :, 1, 0], [0, 1, 0, 1, 0, 1, 0, 1, 0, 0])
+
+
+def test_random_sampling_draws_distinct_frames_in_order_with_their_places():
+  """temporal_sampling='random': T distinct frames of the clip, increasing, a new draw per key,
+  uniform over the clip; shorter clips are read by the segment rule; frame_positions are the
+  frames' places (index + 1/2) / n."""
+  num_frames = np.array([1, 5, 26, 52, 130, 200])
+  batch = frame_id_batch(num_frames, 200)
+  cfg = AugmentConfig(num_frames=52, crop_min_ratio=1.0, temporal_sampling='random',
+                      normalize=False, **NO_SPATIAL)
+  run = jax.jit(functools.partial(augment.train_inputs, layout=CHAIN, cfg=cfg))
+  segments = jax.jit(functools.partial(
+      augment.train_inputs, layout=CHAIN, cfg=dataclasses.replace(cfg, temporal_sampling='segments')))
+  shorter = np.asarray(segments(batch, jax.random.key(0))['keypoints'][:3, :, 0, 0])
+  counts = np.zeros(200)
+  draws = []
+  for seed in range(40):
+    out = run(batch, jax.random.key(seed))
+    read = np.asarray(out['keypoints'][..., 0, 0]).astype(int) - 1       # frame ids read
+    np.testing.assert_array_equal(np.asarray(out['keypoints'][:3, :, 0, 0]), shorter)
+    for b, n in enumerate(num_frames[3:], start=3):
+      assert np.all(np.diff(read[b]) > 0) and read[b].min() >= 0 and read[b].max() < n
+    np.testing.assert_allclose(np.asarray(out['frame_positions']),
+                               (read + 0.5) / num_frames[:, None], rtol=1e-6)
+    np.add.at(counts, read[5], 1)
+    draws.append(tuple(read[4]))
+  assert len(set(draws)) == 40
+  # Every frame of the 200-frame clip is drawn with probability 52 / 200: 10.4 times in 40 draws.
+  assert counts.min() >= 1 and abs(counts.mean() - 10.4) < 1e-9 and counts.max() <= 25
+
+
+def test_eval_has_no_frame_positions_and_training_keeps_its_draws():
+  """The default sampling is unchanged by the positions: the same key reads the same frames as
+  the segment rule of `frame_indices`."""
+  num_frames = np.array([7, 130])
+  batch = frame_id_batch(num_frames, 200)
+  cfg = AugmentConfig(num_frames=16, crop_min_ratio=0.5, normalize=False, **NO_SPATIAL)
+  out = augment.train_inputs(batch, jax.random.key(3), CHAIN, cfg)
+  indices, mask = augment.frame_indices(jnp.asarray(num_frames), 200, 16,
+                                        key=jax.random.split(jax.random.key(3))[0],
+                                        crop_min_ratio=0.5)
+  np.testing.assert_array_equal(np.asarray(out['keypoints'][..., 0, 0]).astype(int) - 1, indices)
+  np.testing.assert_allclose(np.asarray(out['frame_positions']),
+                             (np.asarray(indices) + 0.5) / num_frames[:, None] * np.asarray(mask))
+  assert set(augment.eval_inputs(batch, CHAIN, cfg)) == {'keypoints', 'frame_mask'}

@@ -72,6 +72,12 @@ def test_defaults_live_in_the_dataclasses():
     ({'data.name': 'kinetics'}, "unknown dataset 'kinetics'"),
     ({'data.max_frames': 0}, 'max_frames must be a positive integer, got 0'),
     ({'data.options': {'size': 3}}, r"unknown synthetic options \['size'\]"),
+    ({'model.time_embedding': 'position', 'augment.pad_instead_of_resample': True},
+     "time_embedding='position' needs clips read across all T frames"),
+    ({'augment.temporal_sampling': 'random', 'augment.temporal_jitter': True},
+     "temporal_jitter=True picks a frame within each segment"),
+    ({'augment.temporal_sampling': 'shuffled'}, "temporal_sampling must be one of"),
+    ({'model.time_embedding': 'frame'}, "time_embedding must be one of"),
 ])
 def test_rules_across_sections_are_checked_once_when_built(override, message):
   from configs import default  # pylint: disable=g-import-not-at-top

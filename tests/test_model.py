@@ -555,3 +555,27 @@ def test_dropout_keeps_one_minus_rate_of_the_elements_scaled_up(rate):
   np.testing.assert_allclose(np.unique(out), [0.0, 1.0 / (1.0 - rate)], rtol=1e-6)
   assert abs((out > 0).mean() - (1.0 - rate)) < 0.003
   assert abs(out.mean() - 1.0) < 0.005          # inverted dropout keeps the expectation
+
+
+def test_position_time_embedding_reads_slots_on_uniform_places_and_interpolates_between():
+  """time_embedding='position': places (t + 1/2) / T of a whole clip read uniformly into T =
+  model.num_frames frames give the 'slot' model's output (the same parameters); other places change it; a place between two
+  rows reads their mean."""
+  slot, position = build(tiny_config()), build(tiny_config(time_embedding='position'))
+  keypoints, mask = random_inputs(tiny_config(), frames=24)
+  uniform = jnp.broadcast_to((jnp.arange(24) + 0.5) / 24, (3, 24))
+  expected, _ = slot(keypoints, mask)
+  np.testing.assert_allclose(position(keypoints, mask)[0], expected, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(position(keypoints, mask, frame_positions=uniform)[0], expected,
+                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(slot(keypoints, mask, frame_positions=uniform * 0.3)[0], expected)
+  moved, _ = position(keypoints, mask, frame_positions=uniform * 0.3)
+  assert np.abs(np.asarray(moved) - np.asarray(expected)).max() > 1e-3
+  table = position.embedding.position_embedding[...]
+  np.testing.assert_allclose(position.embedding.time_at(jnp.array([2.0 / 24, 0.0, 1.0])),
+                             np.stack([(table[1] + table[2]) / 2, table[0], table[23]]),
+                             rtol=1e-6, atol=1e-7)
+  one, _ = position(keypoints[0], mask[0], frame_positions=uniform[0] * 0.3)
+  np.testing.assert_allclose(one, moved[0], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match=r'frame_positions shape \(3, 23\) does not match'):
+    position(keypoints, mask, frame_positions=uniform[:, :23])

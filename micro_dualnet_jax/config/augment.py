@@ -13,6 +13,7 @@ from micro_dualnet_jax.config.dicts import dataclass_kwargs
 from micro_dualnet_jax.errors import ConfigError
 
 STREAMS: tuple[str, ...] = ('joint', 'bone', 'joint_motion', 'bone_motion')
+TEMPORAL_SAMPLINGS: tuple[str, ...] = ('segments', 'random')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +27,10 @@ class AugmentConfig:
     temporal_jitter: in training, read a random frame of each of the T segments of the window
       instead of the one nearest its centre (see `frame_indices`): a new, still ordered, frame
       selection every epoch, like the random sorted sampling of the NW-UCLA feeders.
+    temporal_sampling: how training reads T frames of its window: 'segments', one frame per
+      each of T equal segments (`temporal_jitter` picks which); 'random', T distinct frames of
+      the window drawn uniformly at random and kept in order (SkateFormer's sampling; a window
+      of fewer than T frames is read as with 'segments'). Evaluation always reads segments.
     rotation: maximum rotation angles in degrees about the (x, y, z) axes, each drawn uniformly in
       [-a, a]; a scalar means the same for every axis. 2D data uses only the z angle (in-plane).
     scale: the skeleton is scaled by a factor drawn uniformly in [1 - scale, 1 + scale].
@@ -49,6 +54,7 @@ class AugmentConfig:
   num_frames: int = 64
   crop_min_ratio: float = 0.5
   temporal_jitter: bool = False
+  temporal_sampling: str = 'segments'
   rotation: float | tuple[float, float, float] = (10.0, 10.0, 10.0)
   scale: float = 0.1
   shear: float = 0.05
@@ -76,6 +82,11 @@ class AugmentConfig:
       check.positive_int('num_frames', self.num_frames)
       check.number_in('crop_min_ratio', self.crop_min_ratio, 0.0, 1.0, low_open=True)
       check.boolean('temporal_jitter', self.temporal_jitter)
+      check.one_of('temporal_sampling', self.temporal_sampling, TEMPORAL_SAMPLINGS)
+      if self.temporal_jitter and self.temporal_sampling != 'segments':
+        raise ConfigError(f'temporal_jitter=True picks a frame within each segment and applies '
+                          f"to temporal_sampling='segments' only, got "
+                          f'{self.temporal_sampling!r}')
       check.number_in('scale', self.scale, 0.0, 1.0, high_open=True)
       check.non_negative('shear', self.shear)
       check.number_in('flip_prob', self.flip_prob, 0.0, 1.0)

@@ -12,6 +12,7 @@ from micro_dualnet_jax.errors import ConfigError
 from micro_dualnet_jax.skeleton import get_layout
 
 JOINT_FEATURES = ('center', 'root', 'position', 'velocity', 'confidence')
+TIME_EMBEDDINGS = ('slot', 'position')
 
 
 def check_joint_features(features: Any) -> tuple[str, ...]:
@@ -58,6 +59,10 @@ class ModelConfig:
       motion reaches the first layer at the scale of position.
     joint_features: the per-joint input features of the entity embedding, from 'center',
       'root', 'position', 'velocity', 'confidence' (`EntityEmbedding`).
+    time_embedding: what the temporal embedding encodes: 'slot', the index t of the sampled
+      frame (a learned row per slot); 'position', the frame's real place in its clip, a
+      fraction in [0, 1], read from the same learned rows by linear interpolation
+      (`EntityEmbedding`; SkateFormer's temporal embedding of sampled frames).
     dtype: compute dtype, 'float32' or 'bfloat16' (parameters, the loss and the optimizer stay
       float32).
   """
@@ -79,6 +84,7 @@ class ModelConfig:
   path_heads: bool = False
   velocity_scale: float = 10.0
   joint_features: tuple[str, ...] = ('center', 'root', 'velocity', 'confidence')
+  time_embedding: str = 'slot'
   dtype: str = 'float32'
 
   def __post_init__(self):
@@ -112,6 +118,7 @@ class ModelConfig:
       check.boolean('path_heads', self.path_heads)
       check.positive('velocity_scale', self.velocity_scale)
       object.__setattr__(self, 'joint_features', check_joint_features(self.joint_features))
+      check.one_of('time_embedding', self.time_embedding, TIME_EMBEDDINGS)
       check.one_of('dtype', self.dtype, DTYPES)
       for name in ('mac_projection', 'path_heads'):
         if getattr(self, name) and self.paths != 'dual':

@@ -56,6 +56,10 @@ class RunConfig:
       raise ConfigError(f'invalid run config: the model\'s MAC pieces (mac_projection='
                        f'{self.model.mac_projection}, path_heads={self.model.path_heads}) must '
                        f'follow loss.mac={self.loss.mac!r}')
+    if self.model.time_embedding == 'position' and self.augment.pad_instead_of_resample:
+      raise ConfigError("invalid run config: model.time_embedding='position' needs clips read "
+                       'across all T frames (evaluation gives the model the positions of a '
+                       'whole clip sampled uniformly); set augment.pad_instead_of_resample=False')
     if self.test_time.flip and self.augment.flip_prob == 0:
       raise ConfigError('test_time.flip=True needs a model trained with mirroring '
                        '(augment.flip_prob > 0): with flip_prob 0 left and right tell classes '

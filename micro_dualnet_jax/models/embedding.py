@@ -113,7 +113,14 @@ class EntityEmbedding(nnx.Module):
   `velocity_scale` (default 10) brings motion to the scale of position; at s = 1 the rest-pose
   motion classes of the synthetic set stay near chance (docs/method.md). The features go through
   a per-entity MLP (PerEntityLinear, GELU, PerEntityLinear); a learned entity embedding (K, D)
-  and temporal position embedding (T, D) are added.
+  and a temporal embedding are added. The temporal embedding reads a learned table E (R, D),
+  R = max_frames:
+    'slot'      frame t gets E[t];
+    'position'  a frame at place p in [0, 1] of its clip gets E read at row u = p R - 1/2
+                (clipped to [0, R - 1]) by linear interpolation,
+                (1 - (u - floor u)) E[floor u] + (u - floor u) E[floor u + 1].
+  A whole clip read uniformly into T = R frames has p = (t + 1/2) / T, so u = t: the two agree
+  on evaluation inputs, and 'position' tells the model where randomly drawn frames really lie.
 
   Args:
     layout: a `Layout` or a registered layout name.
@@ -122,14 +129,15 @@ class EntityEmbedding(nnx.Module):
     max_frames: the largest T accepted (length of the position embedding).
     velocity_scale: s above.
     joint_features: the per-joint features above, in order.
+    time_embedding: 'slot' or 'position' (above).
     dtype: compute dtype (parameters stay float32).
     rngs: parameter initialisation.
   """
 
   def __init__(self, layout: Layout | str, entity_names: tuple[str, ...] | None, width: int,
                max_frames: int, *, velocity_scale: float = 10.0,
-               joint_features: tuple[str, ...] = DEFAULT_JOINT_FEATURES, dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               joint_features: tuple[str, ...] = DEFAULT_JOINT_FEATURES,
+               time_embedding: str = 'slot', dtype=jnp.float32, rngs: nnx.Rngs):
     layout = as_layout(layout)
     check.positive_int('width', width)
     check.positive_int('max_frames', max_frames)
@@ -143,6 +151,9 @@ class EntityEmbedding(nnx.Module):
     self.coord_dims = layout.coord_dims
     self.velocity_scale = float(velocity_scale)
     self.features = check_joint_features(joint_features)
+    if time_embedding not in ('slot', 'position'):
+      raise ValueError(f"time_embedding must be 'slot' or 'position', got {time_embedding!r}")
+    self.time_embedding = time_embedding
     num_entities, joints = index.shape
     features = joints * sum(1 if f == 'confidence' else self.coord_dims for f in self.features)
     self.in_proj = PerEntityLinear(num_entities, features, width, dtype=dtype, rngs=rngs)
@@ -179,8 +190,9 @@ class EntityEmbedding(nnx.Module):
     feats = jnp.concatenate([parts[f] for f in self.features], axis=-1)
     return feats.reshape(*feats.shape[:3], -1)
 
-  def __call__(self, keypoints: jax.Array, frame_mask: jax.Array) -> jax.Array:
-    """(B, T, V, C_in), (B, T) -> X (B, T, K, D)."""
+  def __call__(self, keypoints: jax.Array, frame_mask: jax.Array,
+               frame_positions: jax.Array | None = None) -> jax.Array:
+    """(B, T, V, C_in), (B, T), optional (B, T) places in [0, 1] -> X (B, T, K, D)."""
     num_frames = keypoints.shape[1]
     if num_frames == 0:
       raise ValueError('keypoints have T = 0 frames; the model needs at least one frame')
@@ -189,8 +201,21 @@ class EntityEmbedding(nnx.Module):
                        f'{self.position_embedding.shape[0]} (model num_frames)')
     h = jax.nn.gelu(self.in_proj(self.joint_features(keypoints, frame_mask)))
     h = self.out_proj(h)
-    pos = self.position_embedding[:num_frames]
-    return h + self.entity_embedding[...] + pos[None, :, None, :]
+    if self.time_embedding == 'slot':
+      pos = self.position_embedding[:num_frames][None]                       # (1, T, D)
+    else:
+      pos = self.time_at(frame_positions if frame_positions is not None else
+                         (jnp.arange(num_frames) + 0.5)[None] / num_frames)  # (B, T, D)
+    return h + self.entity_embedding[...] + pos[:, :, None, :]
+
+  def time_at(self, positions: jax.Array) -> jax.Array:
+    """The 'position' temporal embedding (class docstring): places (..., T) -> (..., T, D)."""
+    table = self.position_embedding[...]
+    rows = table.shape[0]
+    u = jnp.clip(jnp.asarray(positions, jnp.float32) * rows - 0.5, 0.0, rows - 1.0)
+    low = jnp.floor(u).astype(jnp.int32)
+    frac = (u - low)[..., None]
+    return (1.0 - frac) * table[low] + frac * table[jnp.minimum(low + 1, rows - 1)]
 
 
 class GlobalToken(nnx.Module):

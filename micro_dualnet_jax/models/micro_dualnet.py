@@ -98,6 +98,9 @@ class MicroDualNet(nnx.Module):
     keypoints: (B, T, V, C_in) or one clip (T, V, C_in); C_in = C, or C + 1 with the joint
       confidence last (0 marks a missing joint: its coordinates are ignored, NaN included).
     frame_mask: (B, T) (or (T,)), 1 for real frames; None: every frame is real.
+    frame_positions: (B, T) (or (T,)), each frame's place in its clip as a fraction in [0, 1]
+      (read only with config.time_embedding='position'); None: a whole clip read uniformly,
+      (t + 1/2) / T.
 
   Returns:
     logits (B, num_classes) float32, and an aux dict:
@@ -118,7 +121,8 @@ class MicroDualNet(nnx.Module):
     dtype = c.compute_dtype
     self.embedding = EntityEmbedding(c.layout, c.entity_names, c.width, c.num_frames,
                                      velocity_scale=c.velocity_scale,
-                                     joint_features=c.joint_features, dtype=dtype, rngs=rngs)
+                                     joint_features=c.joint_features,
+                                     time_embedding=c.time_embedding, dtype=dtype, rngs=rngs)
     self.st_path = (DualPathBranch.from_config(c, 'entity', rngs=rngs)
                     if c.paths in ('dual', 'st') else None)
     self.ts_path = (DualPathBranch.from_config(c, 'time', rngs=rngs)
@@ -137,13 +141,15 @@ class MicroDualNet(nnx.Module):
     self.head = ClassifierHead(head_in, c.width, c.num_classes, c.dropout, rngs=rngs)
 
   def __call__(self, keypoints: jax.Array, frame_mask: jax.Array | None = None, *,
-               deterministic: bool | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+               frame_positions: jax.Array | None = None, deterministic: bool | None = None
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
     c = self.config
     keypoints = jnp.asarray(keypoints)
     single = keypoints.ndim == 3
     if single:
       keypoints = keypoints[None]
       frame_mask = None if frame_mask is None else jnp.asarray(frame_mask)[None]
+      frame_positions = None if frame_positions is None else jnp.asarray(frame_positions)[None]
     if keypoints.ndim != 4 or keypoints.shape[2] != c.num_joints:
       raise ValueError(f'keypoints must be (B, T, {c.num_joints}, C) or (T, {c.num_joints}, C) '
                        f'for layout {c.layout!r}, got shape {keypoints.shape}')
@@ -154,13 +160,17 @@ class MicroDualNet(nnx.Module):
     if frame_mask.shape != keypoints.shape[:2]:
       raise ValueError(f'frame_mask shape {frame_mask.shape} does not match keypoints '
                        f'{keypoints.shape[:2]}')
-    logits, aux = self._forward(keypoints, frame_mask.astype(jnp.float32), deterministic)
+    if frame_positions is not None and frame_positions.shape != keypoints.shape[:2]:
+      raise ValueError(f'frame_positions shape {frame_positions.shape} does not match keypoints '
+                       f'{keypoints.shape[:2]}')
+    logits, aux = self._forward(keypoints, frame_mask.astype(jnp.float32), frame_positions,
+                                deterministic)
     if single:
       return logits[0], {k: v[0] for k, v in aux.items()}
     return logits, aux
 
-  def _forward(self, keypoints, frame_mask, deterministic):
-    x = self.embedding(keypoints, frame_mask)                     # (B, T, K, D)
+  def _forward(self, keypoints, frame_mask, frame_positions, deterministic):
+    x = self.embedding(keypoints, frame_mask, frame_positions)    # (B, T, K, D)
     aux: dict[str, jax.Array] = {}
     pooled = {}
     for name, path in (('st', self.st_path), ('ts', self.ts_path)):

@@ -55,6 +55,7 @@ def frame_indices(
     crop_min_ratio: float = 1.0,
     pad: bool = False,
     jitter: bool = False,
+    random_order: bool = False,
     phase: tuple[int, int] = (1, 2),
 ) -> tuple[jax.Array, jax.Array]:
   """Which input frame feeds each of the `num_out` output frames.
@@ -74,6 +75,9 @@ def frame_indices(
   uniformly from segment t's frames [floor(t length / m), floor((t + 1) length / m)) (the first
   of them when the segment is empty): still non-decreasing, a different selection per draw, and a
   window no longer than m is still read whole.
+  With `random_order` (training only, SkateFormer's sampling), a window of at least m frames is
+  read as m distinct frames drawn uniformly at random from it, in increasing order; a shorter
+  window is read by the segment rule (it has no m distinct frames to draw).
   `phase` = (p, q) moves the read point of every segment from its centre to the fraction p / q of
   it, index[t] = start + floor((t + p / q) * length / m) (default (1, 2): the centre); test-time
   multi-clip evaluation reads clip c of n at phase (2c + 1, 2n).
@@ -88,6 +92,7 @@ def frame_indices(
     crop_min_ratio: smallest fraction of the clip a training crop keeps.
     pad: pad short windows instead of resampling them.
     jitter: random frame within each segment (needs `key`).
+    random_order: m distinct random frames of the window, in order (needs `key`).
     phase: (p, q) integers, 0 <= p < q: where in each segment the frame is read.
 
   Returns:
@@ -117,9 +122,25 @@ def frame_indices(
     upper = jnp.maximum(((t + 1) * length[:, None]) // m, lower + 1)
     # fold_in, not a third split: runs without jitter keep their crops.
     indices = start[:, None] + lower + _uniform_int(jax.random.fold_in(key, 2), upper - lower)
+  if random_order and key is not None and max_frames >= num_out:
+    # The num_out frames of the window with the smallest uniform draws, in frame order.
+    frames = jnp.arange(max_frames, dtype=jnp.int32)
+    in_window = (frames >= start[:, None]) & (frames < (start + length)[:, None])
+    draws = jnp.where(in_window, jax.random.uniform(jax.random.fold_in(key, 5), in_window.shape),
+                      2.0)
+    drawn = jnp.sort(jax.lax.top_k(-draws, num_out)[1], axis=1).astype(jnp.int32)
+    indices = jnp.where((length >= num_out)[:, None], drawn, indices)
   mask = (t < m) & (length[:, None] > 0)
   indices = jnp.where(mask, indices, start[:, None])
   return indices, mask.astype(jnp.float32)
+
+
+def frame_positions(indices: jax.Array, num_frames: jax.Array, frame_mask: jax.Array
+                    ) -> jax.Array:
+  """Where each sampled frame lies in its clip: (index + 1/2) / n in (0, 1), 0 for padding.
+  indices (B, T) from `frame_indices`, num_frames (B,) n, frame_mask (B, T) -> (B, T) float32."""
+  n = jnp.maximum(jnp.asarray(num_frames, jnp.float32), 1.0)[:, None]
+  return (indices.astype(jnp.float32) + 0.5) / n * frame_mask
 
 
 def _uniform_int(key: jax.Array, count: jax.Array) -> jax.Array:
@@ -136,24 +157,32 @@ def sample_frames(
     crop_min_ratio: float = 1.0,
     pad: bool = False,
     jitter: bool = False,
+    random_order: bool = False,
     phase: tuple[int, int] = (1, 2),
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Reads T frames of every clip (rule: `frame_indices`) and zeroes what is not real.
 
   Args:
     batch: 'keypoints' (B, L, V, C), 'confidence' (B, L, V), 'num_frames' (B,).
-    num_out, key, crop_min_ratio, pad, jitter, phase: as for `frame_indices`.
+    num_out, key, crop_min_ratio, pad, jitter, random_order, phase: as for `frame_indices`.
 
   Returns:
     keypoints (B, T, V, C) float32, 0 for missing joints and padded frames.
     confidence (B, T, V) float32, 0 for padded frames.
     frame_mask (B, T) float32.
   """
+  indices, frame_mask = frame_indices(
+      batch['num_frames'], np.shape(batch['keypoints'])[1], num_out, key=key,
+      crop_min_ratio=crop_min_ratio, pad=pad, jitter=jitter, random_order=random_order,
+      phase=phase)
+  return read_frames(batch, indices, frame_mask)
+
+
+def read_frames(batch: Mapping[str, jax.Array], indices: jax.Array, frame_mask: jax.Array
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`sample_frames` for given indices (B, T) and frame_mask (B, T) (`frame_indices`)."""
   keypoints = jnp.asarray(batch['keypoints'], jnp.float32)
   confidence = jnp.asarray(batch['confidence'], jnp.float32)
-  indices, frame_mask = frame_indices(
-      batch['num_frames'], keypoints.shape[1], num_out, key=key, crop_min_ratio=crop_min_ratio,
-      pad=pad, jitter=jitter, phase=phase)
   take = jax.vmap(lambda x, i: x[i])
   confidence = take(confidence, indices) * frame_mask[:, :, None]
   keypoints = jnp.where((confidence > 0)[..., None], take(keypoints, indices), 0.0)
@@ -472,16 +501,21 @@ def train_inputs(
 
   Returns:
     'keypoints' (B, T, V, C + 1) float32, the last channel the confidence/visibility (module
-    docstring); 'frame_mask' (B, T) float32.
+    docstring); 'frame_mask' (B, T) float32; 'frame_positions' (B, T) float32, where each
+    sampled frame lies in its clip (`frame_positions`; read by models with
+    time_embedding='position').
   """
   _check_batch(batch, layout)
   k_time, k_space = jax.random.split(key)
-  keypoints, confidence, frame_mask = sample_frames(
-      batch, cfg.num_frames, key=k_time, crop_min_ratio=cfg.crop_min_ratio,
-      pad=cfg.pad_instead_of_resample, jitter=cfg.temporal_jitter)
+  indices, frame_mask = frame_indices(
+      batch['num_frames'], np.shape(batch['keypoints'])[1], cfg.num_frames, key=k_time,
+      crop_min_ratio=cfg.crop_min_ratio, pad=cfg.pad_instead_of_resample,
+      jitter=cfg.temporal_jitter, random_order=cfg.temporal_sampling == 'random')
+  keypoints, confidence, frame_mask = read_frames(batch, indices, frame_mask)
   keypoints = _canonical_pose(keypoints, confidence, frame_mask, layout, cfg)
   keypoints, confidence = augment(k_space, keypoints, confidence, layout, cfg)
-  return _model_inputs(keypoints, confidence, frame_mask, layout, cfg.stream)
+  return {**_model_inputs(keypoints, confidence, frame_mask, layout, cfg.stream),
+          'frame_positions': frame_positions(indices, batch['num_frames'], frame_mask)}
 
 
 def eval_inputs(
