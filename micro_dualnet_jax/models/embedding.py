@@ -13,7 +13,7 @@ import numpy as np
 from flax import nnx
 
 from micro_dualnet_jax.config import checks as check
-from micro_dualnet_jax.config.model import check_joint_features
+from micro_dualnet_jax.config.model import TIME_EMBEDDINGS, check_joint_features
 from micro_dualnet_jax.models.transformer import dense, token_dense
 from micro_dualnet_jax.skeleton import Layout, get_layout
 
@@ -151,9 +151,7 @@ class EntityEmbedding(nnx.Module):
     self.coord_dims = layout.coord_dims
     self.velocity_scale = float(velocity_scale)
     self.features = check_joint_features(joint_features)
-    if time_embedding not in ('slot', 'position'):
-      raise ValueError(f"time_embedding must be 'slot' or 'position', got {time_embedding!r}")
-    self.time_embedding = time_embedding
+    self.time_embedding = check.one_of('time_embedding', time_embedding, TIME_EMBEDDINGS)
     num_entities, joints = index.shape
     features = joints * sum(1 if f == 'confidence' else self.coord_dims for f in self.features)
     self.in_proj = PerEntityLinear(num_entities, features, width, dtype=dtype, rngs=rngs)
