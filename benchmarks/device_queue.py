@@ -11,8 +11,10 @@ runs) and the queue's state into `<out>/device_queue.json`; at the deadline the 
 stopped and their state is written too. The last output is a table of the jobs.
 
 The queue (the NW-UCLA issue's order): the four streams on view 3 (the ensemble), the training
-length on view 2, then seeds 3-7 of every claim variant on view 2, then the router remedy and
-the device-pipeline check. With --dry_run every run is tiny (a few steps of a small model), to
+length and SkateFormer's random frames on view 2, then seeds 3-7 of every claim variant on view
+2, then the router remedy, the device-pipeline check and the view-2 runs of the other streams
+(for fitted ensemble weights). Runs whose JSON is already under --results are read back, not
+trained again, so the queue starts where the CPU sessions stopped. With --dry_run every run is tiny (a few steps of a small model), to
 rehearse the script on a CPU.
 """
 
@@ -42,6 +44,8 @@ QUEUE: list[tuple[str, list[str]]] = [
     *[(f'test/base/{s}', ['--split=test', '--settings=base', f'--streams={s}'])
       for s in STREAMS],
     ('selection/epochs200', ['--split=selection', '--settings=epochs200', '--streams=joint']),
+    ('selection/random_frames', ['--split=selection', '--settings=random_frames',
+                                 '--streams=joint']),
     ('selection/epochs400', ['--split=selection', '--settings=epochs400', '--streams=joint']),
     *[(f'selection/{v}/seeds3-7', ['--split=selection', f'--settings={v}', '--streams=joint',
                                    '--seed=3', '--num_seeds=5']) for v in CLAIM_SETTINGS],
@@ -49,6 +53,10 @@ QUEUE: list[tuple[str, list[str]]] = [
                                     '--streams=joint']),
     ('selection/device_pipeline', ['--split=selection', '--settings=device_pipeline',
                                    '--streams=joint']),
+    # View-2 scores of the other streams, for the ensemble weights fitted on view 2
+    # (nwucla_weights.py).
+    *[(f'selection/base/{s}', ['--split=selection', '--settings=base', f'--streams={s}'])
+      for s in STREAMS[1:]],
 ]
 DRY_RUN_SETS = ['--set=num_train_steps=6', '--set=num_epochs=0', '--set=eval_every_steps=0',
                 '--set=model.width=16', '--set=model.num_heads=2', '--set=model.num_frames=8',
