@@ -42,8 +42,11 @@ def run(pipeline: str) -> dict:
   with open(f'{workdir}.log', 'a') as log:
     code = subprocess.call(command, cwd=_ROOT, stdout=log, stderr=subprocess.STDOUT)
   summary = RunDir(workdir).summary()
-  if code or summary is None:
+  if code:
     raise RuntimeError(f'{pipeline} run failed (exit {code}); see {workdir}.log')
+  if summary is None:   # main.py exits 0 when a signal or max_steps_per_run stops it early
+    raise RuntimeError(f'{pipeline} run stopped before its last step; run this command again to '
+                       f'resume it (see {workdir}.log)')
   top1 = {seed: s['final']['top1'] for seed, s in summary['seeds'].items()}
   values = list(top1.values())
   mean = sum(values) / len(values)
