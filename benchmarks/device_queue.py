@@ -14,8 +14,8 @@ The queue (the NW-UCLA issue's order): the four streams on view 3 (the ensemble)
 length and SkateFormer's random frames on view 2, then seeds 3-7 of every claim variant on view
 2, then the router remedy, the device-pipeline check and the view-2 runs of the other streams
 (for fitted ensemble weights). Runs whose JSON is already under --results are read back, not
-trained again, so the queue starts where the CPU sessions stopped. With --dry_run every run is tiny (a few steps of a small model), to
-rehearse the script on a CPU.
+trained again, so the queue starts where the CPU sessions stopped. With --dry_run every run is
+tiny (a few steps of a small model), to rehearse the script on a CPU.
 """
 
 from __future__ import annotations

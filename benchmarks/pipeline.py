@@ -85,6 +85,23 @@ def ratio_interval(device: list[float], host: list[float]) -> dict[str, float]:
           'ratio_high': round(1 + difference['_high'] / host_mean, 3)}
 
 
+def case_record(steps: int, runs: dict[str, list[dict[str, Any]]], repeats: int
+                ) -> dict[str, Any]:
+  """One case's JSON from the runs it has so far: per-path medians, their ratio and the 95 %
+  interval of the ratio once both paths have a run; `finished` once each has `repeats`."""
+  record: dict[str, Any] = {'steps': steps, 'runs': runs,
+                            'finished': all(len(r) == repeats for r in runs.values())}
+  if all(runs.values()):
+    medians = {p: statistics.median(r['median_samples_per_s'] for r in rs)
+               for p, rs in runs.items()}
+    record.update({'median_samples_per_s': medians,
+                   'device_over_host': round(medians['device'] / medians['host'], 3),
+                   'device_over_host_95': ratio_interval(
+                       *[[x for r in runs[p] for x in r['samples_per_s_after_warmup']]
+                         for p in ('device', 'host')])})
+  return record
+
+
 def main(argv):
   del argv
   out: dict[str, Any] = {'benchmark': 'pipeline', 'machine': common.machine_info(),
@@ -100,16 +117,9 @@ def main(argv):
         print(json.dumps({'case': case, 'pipeline': pipeline,
                           **{k: runs[pipeline][-1][k] for k in ('median_samples_per_s',
                                                                 'wall_s')}}), flush=True)
-        out['cases'][case] = {'steps': steps, 'runs': runs, 'finished': False}
-        common.write_json(out, _OUT.value, echo=False)   # a failed later case keeps these
-    medians = {p: statistics.median(r['median_samples_per_s'] for r in rs)
-               for p, rs in runs.items()}
-    out['cases'][case] = {'steps': steps, 'runs': runs,
-                          'median_samples_per_s': medians,
-                          'device_over_host': round(medians['device'] / medians['host'], 3),
-                          'device_over_host_95': ratio_interval(
-                              *[[x for r in runs[p] for x in r['samples_per_s_after_warmup']]
-                                for p in ('device', 'host')])}
+        # Written after every run, so that a case failing later keeps the finished ones.
+        out['cases'][case] = case_record(steps, runs, _REPEATS.value)
+        common.write_json(out, _OUT.value, echo=False)
   out['load_average_end'] = common.load_average()
   common.write_json(out, _OUT.value)
 
