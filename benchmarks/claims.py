@@ -46,7 +46,9 @@ CLAIMS = {
     'MAC helps': ('dual_routing_mac', ('dual_routing',), 2.9),
     'MAC (KL form) helps': ('dual_routing_kl', ('dual_routing',), 2.9),
 }
-NWUCLA_SETTING = {'dual_routing_mac': 'base'}   # the recipe is the full model
+# The full model is the recipe: its seeds 0-2 are base's runs, later seeds dual_routing_mac's
+# (pinned to the host loader, as base's were).
+NWUCLA_SETTINGS = {'dual_routing_mac': ('base', 'dual_routing_mac')}
 
 
 def _read(path: str) -> dict[str, Any] | None:
@@ -61,8 +63,15 @@ def nwucla_runs() -> dict[str, dict[str, Any]]:
   of the variant's selection runs (no extra --set overrides), merged."""
   out = {}
   for variant in common.CLAIM_VARIANTS:
-    seeds, commits = common.setting_seeds(_NWUCLA.value, 'selection',
-                                          NWUCLA_SETTING.get(variant, variant))
+    seeds, commits = {}, []
+    for setting in NWUCLA_SETTINGS.get(variant, (variant,)):
+      more, more_commits = common.setting_seeds(_NWUCLA.value, 'selection', setting)
+      if set(more) & set(seeds):
+        raise ValueError(f'{variant}: seeds {sorted(set(more) & set(seeds))} are in the runs of '
+                         f'two settings {NWUCLA_SETTINGS[variant]}')
+      seeds.update(more)
+      commits += more_commits
+    seeds = dict(sorted(seeds.items(), key=lambda kv: int(kv[0])))
     if seeds:
       out[variant] = {'seeds': seeds, **_mean_std(list(seeds.values())), 'git_commits': commits}
   return out

@@ -37,7 +37,8 @@ from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-
 import common  # pylint: disable=g-bad-import-order,wrong-import-position
 
 STREAMS = ('joint', 'bone', 'joint_motion', 'bone_motion')
-CLAIM_SETTINGS = ('base', 'st', 'ts', 'dual_mean', 'dual_static', 'dual_routing',
+# dual_routing_mac is base pinned to the host loader (claims.py reads both as the full model).
+CLAIM_SETTINGS = ('dual_routing_mac', 'st', 'ts', 'dual_mean', 'dual_static', 'dual_routing',
                   'dual_routing_kl')
 # (name, nwucla.py arguments), highest priority first.
 QUEUE: list[tuple[str, list[str]]] = [

@@ -6,7 +6,8 @@
 For every run directory given (a run of several seeds counts each seed), from its
 eval_outputs.npz: the router's entropy per entity in bits (1: an even 0.5 / 0.5 blend, 0: one
 path only), the share of clips whose larger weight exceeds 0.95, the mean ST share per entity,
-and the mean ST share per class and entity (`metrics.routing_statistics`).
+and the mean ST share per class and entity (`metrics.routing_statistics`); per run directory,
+how much the per-entity ST share moves from seed to seed (`across_seeds`).
 """
 
 from __future__ import annotations
@@ -42,12 +43,26 @@ def describe(run: RunDir) -> dict:
                                 zip(classes, stats['st_share_by_class'])}}
 
 
+def across_seeds(described: list[dict]) -> dict:
+  """How stable the routing of one run's seeds is (`metrics.routing_seed_spread`)."""
+  entities = list(described[0]['st_share'])
+  spread = metrics.routing_seed_spread([[d['st_share'][e] for e in entities] for d in described],
+                                       [d['entropy_mean_bits'] for d in described])
+  return {'seeds': len(described),
+          'st_share_seed_std': {e: round(float(v), 3)
+                                for e, v in zip(entities, spread['st_share_seed_std'])},
+          'st_share_seed_std_mean': round(spread['st_share_seed_std_mean'], 3),
+          'entropy_mean_bits': round(spread['entropy_mean'], 3),
+          'entropy_mean_bits_seed_std': round(spread['entropy_seed_std'], 3)}
+
+
 def main(argv):
   del argv
-  result = {'runs': []}
+  result = {'runs': [], 'across_seeds': {}}
   for path in _RUNS.value:
-    for seed_run in RunDir(path).seed_runs():
-      result['runs'].append(describe(seed_run))
+    described = [describe(seed_run) for seed_run in RunDir(path).seed_runs()]
+    result['runs'] += described
+    result['across_seeds'][path] = across_seeds(described)
   common.write_json(result, _OUT.value)
 
 

@@ -356,6 +356,29 @@ def format_metrics_table(metrics: Mapping[str, Any], title: str | None = None) -
   return '\n'.join(lines)
 
 
+def routing_seed_spread(st_share: Any, entropy_mean: Any) -> dict[str, Any]:
+  """How much the router's choices move from seed to seed (one trained run per seed).
+
+  Args:
+    st_share: (S, K) each seed's mean a_st per entity (`routing_statistics`' 'st_share').
+    entropy_mean: (S,) each seed's mean routing entropy in bits.
+
+  Returns:
+    'st_share_seed_std' (K,): the sample std over seeds of each entity's ST share (0 when S = 1);
+    'st_share_seed_std_mean', its mean over entities; 'entropy_mean' and 'entropy_seed_std'.
+  """
+  st_share = np.asarray(st_share, np.float64)
+  entropy_mean = np.asarray(entropy_mean, np.float64)
+  if st_share.ndim != 2 or entropy_mean.shape != st_share.shape[:1]:
+    raise ValueError(f'st_share must be (S, K) and entropy_mean (S,), got {st_share.shape} '
+                     f'and {entropy_mean.shape}')
+  several = len(st_share) > 1
+  spread = st_share.std(0, ddof=1) if several else np.zeros(st_share.shape[1])
+  return {'st_share_seed_std': spread, 'st_share_seed_std_mean': float(spread.mean()),
+          'entropy_mean': float(entropy_mean.mean()),
+          'entropy_seed_std': float(entropy_mean.std(ddof=1)) if several else 0.0}
+
+
 def routing_statistics(weights: Any, labels: Any | None = None,
                        num_classes: int | None = None) -> dict[str, Any]:
   """How decided the entity router is, and which path each body part takes per class.

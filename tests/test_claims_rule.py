@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import pathlib
 import sys
+import types
 
 import pytest
 from scipy import stats as scipy_stats
@@ -76,3 +78,27 @@ def test_claims_compare_every_pair_unpaired_with_the_paper_gain():
   assert out['MAC (KL form) helps'] == {'verdict': 'not measured', 'missing': ['dual_routing_kl']}
   line = claims.claim_sentence('MAC helps', out['MAC helps'])
   assert line.startswith('MAC helps (paper: +2.9): dual_routing_mac vs dual_routing: +0.10 [')
+
+
+def _write_run(folder: pathlib.Path, name: str, top1: dict[str, float], commit: str) -> None:
+  (folder / 'selection').mkdir(parents=True, exist_ok=True)
+  record = {'git_commit': commit, 'seeds': {s: {'top1': v} for s, v in top1.items()}}
+  (folder / 'selection' / name).write_text(json.dumps(record))
+
+
+def test_full_model_reads_base_seeds_and_its_host_pinned_later_seeds(tmp_path, monkeypatch):
+  monkeypatch.setattr(claims, '_NWUCLA', types.SimpleNamespace(value=str(tmp_path)))
+  _write_run(tmp_path, 'base__joint__seeds0-2.json', {'0': 80.0, '1': 81.0, '2': 82.0}, 'aaa')
+  _write_run(tmp_path, 'dual_routing_mac__joint__seeds3-4.json', {'3': 79.0, '4': 78.0}, 'bbb')
+  _write_run(tmp_path, 'st__joint__seeds0-2.json', {'0': 70.0, '1': 71.0, '2': 72.0}, 'aaa')
+  # A run with extra --set overrides is another recipe: not read.
+  _write_run(tmp_path, 'st__joint__seeds3-3__num_epochs-1.json', {'3': 10.0}, 'ccc')
+  runs = claims.nwucla_runs()
+  full = runs['dual_routing_mac']
+  assert full['seeds'] == {'0': 80.0, '1': 81.0, '2': 82.0, '3': 79.0, '4': 78.0}
+  assert full['mean'] == 80.0 and full['git_commits'] == ['aaa', 'bbb']
+  assert runs['st']['seeds'] == {'0': 70.0, '1': 71.0, '2': 72.0}
+  assert set(runs) == {'dual_routing_mac', 'st'}
+  _write_run(tmp_path, 'dual_routing_mac__joint__seeds2-2.json', {'2': 50.0}, 'bbb')
+  with pytest.raises(ValueError, match=r"dual_routing_mac: seeds \['2'\] are in the runs of two"):
+    claims.nwucla_runs()

@@ -201,3 +201,16 @@ def test_routing_statistics_by_hand():
   np.testing.assert_allclose(stats['st_share'], [0.5, 0.6])
   np.testing.assert_allclose(stats['st_share_by_class'][:2], [[0.5, 0.2], [0.5, 1.0]])
   assert np.isnan(stats['st_share_by_class'][2]).all()
+
+
+def test_routing_seed_spread_by_hand():
+  # hand: 0, 1, 0.5 -> sample std 0.5; head never moves; entropy 0.2, 0.4, 0.6 -> std 0.2.
+  out = M.routing_seed_spread([[0.0, 0.5], [1.0, 0.5], [0.5, 0.5]], [0.2, 0.4, 0.6])
+  np.testing.assert_allclose(out['st_share_seed_std'], [0.5, 0.0])
+  assert out['st_share_seed_std_mean'] == pytest.approx(0.25)
+  assert out['entropy_mean'] == pytest.approx(0.4)
+  assert out['entropy_seed_std'] == pytest.approx(0.2)
+  one = M.routing_seed_spread([[0.3, 0.7]], [0.1])
+  assert one['st_share_seed_std_mean'] == 0.0 and one['entropy_seed_std'] == 0.0
+  with pytest.raises(ValueError, match=r'st_share must be \(S, K\)'):
+    M.routing_seed_spread([0.3, 0.7], [0.1, 0.2])
