@@ -113,21 +113,23 @@ class _MetricsLog:
 
   A run that resumes from step S first drops the records of steps after S: the steps are
   trained again from the checkpoint, so the log keeps one record per step (and loses a line that
-  a crash cut short).
+  a crash cut short). With `evaluates_again` (S is the last step: a run stopped after its final
+  checkpoint evaluates S once more), the evaluation record of S goes too.
   """
 
-  def __init__(self, workdir: str, enabled: bool, resume_step: int = 0):
+  def __init__(self, workdir: str, enabled: bool, resume_step: int = 0,
+               evaluates_again: bool = False):
     self.path, self.enabled = os.path.join(workdir, METRICS_FILE), enabled
     self.tensorboard = None
     if enabled:
-      self._drop_after(resume_step)
+      self._drop_after(resume_step, evaluates_again)
       try:
         from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       except ImportError:
         return
       self.tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
-  def _drop_after(self, step: int) -> None:
+  def _drop_after(self, step: int, drop_eval_at_step: bool) -> None:
     if not os.path.exists(self.path):
       return
     kept, dropped = [], 0
@@ -138,15 +140,16 @@ class _MetricsLog:
         except json.JSONDecodeError:
           dropped += 1
           continue
-        if isinstance(record, dict) and isinstance(record.get('step'), int) \
-            and record['step'] > step:
+        if isinstance(record, dict) and isinstance(record.get('step'), int) and (
+            record['step'] > step or (drop_eval_at_step and record['step'] == step
+                                      and any(k.startswith('eval_') for k in record))):
           dropped += 1
           continue
         kept.append(line if line.endswith('\n') else line + '\n')
     if dropped:
       atomic.write_text(self.path, ''.join(kept))
-      logging.info('metrics.jsonl: dropped %d record(s) after step %d (trained again)', dropped,
-                   step)
+      logging.info('metrics.jsonl: dropped %d record(s) of steps trained or evaluated again '
+                   '(resuming at step %d)', dropped, step)
 
   def write(self, record: dict[str, Any]) -> None:
     if not self.enabled:
@@ -443,7 +446,8 @@ class Trainer:
     self.start_step = self.step = self.saved_step = start_step
     self.history_start = time.time() - elapsed
     for s in self.per_seed:
-      s.log = _MetricsLog(s.run.path, self.is_main, resume_step=start_step)
+      s.log = _MetricsLog(s.run.path, self.is_main, resume_step=start_step,
+                          evaluates_again=start_step == self.total_steps)
 
     self.num_params = sum(x.size for x in jax.tree.leaves(self.state['params'])) // len(self.seeds)
     seeds_note = (f' x {len(self.seeds)} seeds ({self.seeds[0]}..{self.seeds[-1]})'

@@ -283,6 +283,23 @@ def test_metrics_log_resumed_at_step_s_drops_later_records_and_a_cut_line(tmp_pa
   assert path.read_text() == before
 
 
+
+def test_metrics_log_resumed_at_the_last_step_drops_its_evaluation_only(tmp_path):
+  """A run stopped after its final checkpoint evaluates the last step again: the log keeps one
+  evaluation record of it (and every training record); a mid-run resume keeps them all."""
+  path = tmp_path / 'metrics.jsonl'
+  records = [{'step': 4, 'train_loss': 0.4}, {'step': 4, 'eval_top1': 50.0},
+             {'step': 8, 'train_loss': 0.2}, {'step': 8, 'eval_top1': 60.0}]
+  text = ''.join(json.dumps(r) + '\n' for r in records)
+  path.write_text(text)
+  train._MetricsLog(str(tmp_path), enabled=True, resume_step=8).close()
+  assert path.read_text() == text
+  log = train._MetricsLog(str(tmp_path), enabled=True, resume_step=8, evaluates_again=True)
+  log.write({'step': 8, 'eval_top1': 61.0})
+  log.close()
+  assert [json.loads(line) for line in path.read_text().splitlines()] == [
+      *records[:3], {'step': 8, 'eval_top1': 61.0}]
+
 LEARNING = {'data.options.num_train': 480, 'data.options.num_test': 150, 'model.width': 32,
             'num_train_steps': 150, 'batch_size': 32, 'eval_batch_size': 160,
             'optim.learning_rate': 3e-3, 'optim.warmup_steps': 20, 'loss.mac': 'none',
