@@ -7,11 +7,13 @@ For every run directory given (a run of several seeds counts each seed), from it
 eval_outputs.npz: the router's entropy per entity in bits (1: an even 0.5 / 0.5 blend, 0: one
 path only), the share of clips whose larger weight exceeds 0.95, the mean ST share per entity,
 and the mean ST share per class and entity (`metrics.routing_statistics`); per run directory,
-how much the per-entity ST share moves from seed to seed (`across_seeds`).
+how much the per-entity ST share moves from seed to seed (`across_seeds`), also for the runs of
+earlier outputs of this script (`--earlier`, when their work directories are gone).
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +29,8 @@ import common  # pylint: disable=g-bad-import-order,wrong-import-position
 
 _RUNS = flags.DEFINE_list('runs', [], 'Run directories (or runs of several seeds).')
 _OUT = flags.DEFINE_string('out', None, 'Where the JSON goes.')
+_EARLIER = flags.DEFINE_list('earlier', [], 'JSON files this script wrote before: their runs '
+                             '(work directories since removed) are summarised across seeds too.')
 
 
 def describe(run: RunDir) -> dict:
@@ -63,6 +67,14 @@ def main(argv):
     described = [describe(seed_run) for seed_run in RunDir(path).seed_runs()]
     result['runs'] += described
     result['across_seeds'][path] = across_seeds(described)
+  for earlier in _EARLIER.value:
+    with open(earlier) as f:
+      by_run: dict[str, list[dict]] = {}
+      for described in json.load(f)['runs']:   # <run>/seed_<s> -> <run>
+        by_run.setdefault(os.path.dirname(described['workdir']), []).append(described)
+    for path, described in by_run.items():
+      result['runs'] += described
+      result['across_seeds'][f'{path} (from {os.path.basename(earlier)})'] = across_seeds(described)
   common.write_json(result, _OUT.value)
 
 
