@@ -47,11 +47,13 @@ QUEUE: list[tuple[str, list[str]]] = [
     ('selection/epochs200', ['--split=selection', '--settings=epochs200', '--streams=joint']),
     ('selection/random_frames', ['--split=selection', '--settings=random_frames',
                                  '--streams=joint']),
-    ('selection/epochs400', ['--split=selection', '--settings=epochs400', '--streams=joint']),
+    # 400 epochs only if 200 had won on view 2; it did not (nwucla_length_sweep.json).
     *[(f'selection/{v}/seeds3-7', ['--split=selection', f'--settings={v}', '--streams=joint',
                                    '--seed=3', '--num_seeds=5']) for v in CLAIM_SETTINGS],
     ('selection/router_entropy01', ['--split=selection', '--settings=router_entropy01',
                                     '--streams=joint']),
+    ('selection/router_entropy001', ['--split=selection', '--settings=router_entropy001',
+                                     '--streams=joint']),
     ('selection/device_pipeline', ['--split=selection', '--settings=device_pipeline',
                                    '--streams=joint']),
     # View-2 scores of the other streams, for the ensemble weights fitted on view 2
