@@ -70,7 +70,8 @@ SETTINGS: dict[str, dict[str, str]] = {
     # A remedy for the near-binary, seed-dependent router: an entropy bonus on its weights. On the
     # host pipeline, as the base runs it is compared with (same data order per seed).
     'router_entropy01': {'loss.router_entropy_weight': '0.1', 'data.pipeline': 'host'},
-    # 0.1 evened every entity's weights to 0.5 / 0.5 (a learned mean fusion): a weaker bonus.
+    # 0.1 evened every entity's weights to 0.5 / 0.5 (a learned mean fusion): a weaker bonus
+    # (docs/results.md, 'The router').
     'router_entropy001': {'loss.router_entropy_weight': '0.01', 'data.pipeline': 'host'},
     # The training split on the devices (data order drawn on the device): same learning as the
     # host loader's base runs within the seed spread?
