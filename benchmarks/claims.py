@@ -63,15 +63,8 @@ def nwucla_runs() -> dict[str, dict[str, Any]]:
   of the variant's selection runs (no extra --set overrides), merged."""
   out = {}
   for variant in common.CLAIM_VARIANTS:
-    seeds, commits = {}, []
-    for setting in NWUCLA_SETTINGS.get(variant, (variant,)):
-      more, more_commits = common.setting_seeds(_NWUCLA.value, 'selection', setting)
-      if set(more) & set(seeds):
-        raise ValueError(f'{variant}: seeds {sorted(set(more) & set(seeds))} are in the runs of '
-                         f'two settings {NWUCLA_SETTINGS[variant]}')
-      seeds.update(more)
-      commits += more_commits
-    seeds = dict(sorted(seeds.items(), key=lambda kv: int(kv[0])))
+    seeds, commits = common.setting_seeds(_NWUCLA.value, 'selection',
+                                          NWUCLA_SETTINGS.get(variant, variant))
     if seeds:
       out[variant] = {'seeds': seeds, **_mean_std(list(seeds.values())), 'git_commits': commits}
   return out

@@ -94,24 +94,29 @@ def git_commit() -> str:
     return 'unknown'
 
 
-def setting_seeds(results: str, split: str, setting: str, stream: str = 'joint'
+def setting_seeds(results: str, split: str, settings: str | Sequence[str], stream: str = 'joint'
                   ) -> tuple[dict[str, float], list[str]]:
   """({seed: Top-1}, git commits) of every finished seed range of one setting of
   `benchmarks/nwucla.py` (`<results>/<split>/<setting>__<stream>__seeds<a>-<b>.json`, runs with
-  extra --set overrides excluded), merged; a seed found in two files is refused."""
-  pattern = re.compile(rf'{re.escape(setting)}__{re.escape(stream)}__seeds\d+-\d+\.json')
+  extra --set overrides excluded), merged; several settings are merged the same way (a recipe
+  whose later seeds ran under another name). A seed found in two files is refused."""
+  names = (settings,) if isinstance(settings, str) else tuple(settings)
   seeds: dict[str, float] = {}
+  where: dict[str, str] = {}
   commits: set[str] = set()
-  for path in sorted(glob.glob(os.path.join(results, split, f'{setting}__{stream}__*.json'))):
-    if not pattern.fullmatch(os.path.basename(path)):
-      continue
-    with open(path) as f:
-      record = json.load(f)
-    for seed, entry in record['seeds'].items():
-      if seed in seeds:
-        raise ValueError(f'{path}: seed {seed} of {setting}/{stream} is in two run files')
-      seeds[seed] = entry['top1']
-    commits.add(record['git_commit'])
+  for setting in names:
+    pattern = re.compile(rf'{re.escape(setting)}__{re.escape(stream)}__seeds\d+-\d+\.json')
+    for path in sorted(glob.glob(os.path.join(results, split, f'{setting}__{stream}__*.json'))):
+      if not pattern.fullmatch(os.path.basename(path)):
+        continue
+      with open(path) as f:
+        record = json.load(f)
+      for seed, entry in record['seeds'].items():
+        if seed in seeds:
+          raise ValueError(f'{path}: seed {seed} of {"+".join(names)}/{stream} is also in '
+                           f'{where[seed]}')
+        seeds[seed], where[seed] = entry['top1'], path
+      commits.add(record['git_commit'])
   return dict(sorted(seeds.items(), key=lambda kv: int(kv[0]))), sorted(commits)
 
 

@@ -25,8 +25,10 @@ import stats  # pylint: disable=g-bad-import-order,wrong-import-position
 _RESULTS = flags.DEFINE_string('results', os.path.join(_ROOT, 'benchmarks', 'results', 'nwucla'),
                                'nwucla.py --results.')
 _SPLIT = flags.DEFINE_string('split', 'selection', 'selection or test.')
-_A = flags.DEFINE_string('a', None, 'The setting under test.', required=True)
-_B = flags.DEFINE_string('b', 'base', 'The setting it is compared against.')
+_A = flags.DEFINE_string('a', None, 'The setting under test; a+b merges the seeds of two '
+                         'settings (one recipe whose later seeds ran under another name).',
+                         required=True)
+_B = flags.DEFINE_string('b', 'base', 'The setting it is compared against (a+b as for --a).')
 _STREAM = flags.DEFINE_string('stream', 'joint', 'Input stream.')
 _PAIRED = flags.DEFINE_bool('paired', False, 'Pair by seed (shared data order and init only).')
 _GAIN = flags.DEFINE_float('reported_gain', 1.0, 'The smallest gain that would matter.')
@@ -38,7 +40,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   runs = {}
   for name in (_A.value, _B.value):
-    seeds, commits = common.setting_seeds(_RESULTS.value, _SPLIT.value, name, _STREAM.value)
+    seeds, commits = common.setting_seeds(_RESULTS.value, _SPLIT.value, name.split('+'),
+                                          _STREAM.value)
     if len(seeds) < 2:
       raise app.UsageError(f'{name}/{_STREAM.value} on {_SPLIT.value}: {len(seeds)} finished '
                            'seed(s); a comparison needs at least 2')

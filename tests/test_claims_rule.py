@@ -100,5 +100,6 @@ def test_full_model_reads_base_seeds_and_its_host_pinned_later_seeds(tmp_path, m
   assert runs['st']['seeds'] == {'0': 70.0, '1': 71.0, '2': 72.0}
   assert set(runs) == {'dual_routing_mac', 'st'}
   _write_run(tmp_path, 'dual_routing_mac__joint__seeds2-2.json', {'2': 50.0}, 'bbb')
-  with pytest.raises(ValueError, match=r"dual_routing_mac: seeds \['2'\] are in the runs of two"):
+  with pytest.raises(ValueError, match=r"dual_routing_mac__joint__seeds2-2.json: seed 2 of "
+                     r"base\+dual_routing_mac/joint is also in .*base__joint__seeds0-2.json"):
     claims.nwucla_runs()
