@@ -4,7 +4,8 @@
 
 Reads the NW-UCLA selection runs of `benchmarks/nwucla.py` (view 1 -> view 2, joint stream;
 `<nwucla_results>/selection/<variant>__joint__seeds<a>-<b>.json`, every seed range of a variant
-merged, the full model being the recipe `base`) and the synthetic runs of
+merged; the full model is the recipe, seeds 0-2 from `base` and later seeds from
+`dual_routing_mac`, NWUCLA_SETTINGS) and the synthetic runs of
 `benchmarks/ablation_synthetic.py` (`<synthetic_results>/<variant>__seeds3.json`). Trains
 nothing; a variant without a finished run is listed as missing.
 
