@@ -97,9 +97,16 @@ def verdicts(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
       out[claim] = {'verdict': 'not measured', 'missing': missing}
       continue
     out[claim] = {'favoured': favoured, 'reported_gain': gain, 'against': {
-        other: stats.compare(runs[favoured]['seeds'], runs[other]['seeds'], gain, paired=False)
+        other: _comparison(runs[favoured]['seeds'], runs[other]['seeds'], gain)
         for other in others}}
   return out
+
+
+def _comparison(favoured: dict[str, float], other: dict[str, float], gain: float
+                ) -> dict[str, Any]:
+  result = stats.compare(favoured, other, gain, paired=False)
+  result['no_effect_larger_than'] = stats.smallest_excluded(result)
+  return result
 
 
 def claim_sentence(claim: str, result: dict[str, Any]) -> str:
@@ -113,6 +120,24 @@ def claim_sentence(claim: str, result: dict[str, Any]) -> str:
                  f'[{low:+.2f}, {high:+.2f}], {c["seeds"][0]} + {c["seeds"][1]} seeds: '
                  f'{c["verdict"]}')
   return f'{claim} (paper: +{result["reported_gain"]}): ' + '; '.join(parts)
+
+
+def claims_markdown(claims: dict[str, Any]) -> str:
+  """The claims of one study as a markdown table: one row per comparison (seeds, difference, its
+  95 % interval, verdict), what docs/results.md shows."""
+  lines = ["| claim (paper's gain) | comparison | seeds | difference | 95 % interval | "
+           'no effect larger than | verdict |', '|---|---|---|---|---|---|---|']
+  for claim, result in claims.items():
+    if result.get('verdict') == 'not measured':
+      lines.append(f'| {claim} | missing {", ".join(result["missing"])} | | | | | not measured |')
+      continue
+    for other, c in result['against'].items():
+      low, high = c['ci95']
+      lines.append(f'| {claim} ({result["reported_gain"]}) | {result["favoured"]} - {other} | '
+                   f'{c["seeds"][0]} + {c["seeds"][1]} | {c["difference"]:+.2f} | '
+                   f'[{low:+.2f}, {high:+.2f}] | {c["no_effect_larger_than"]:.2f} | '
+                   f'{c["verdict"]} |')
+  return '\n'.join(lines)
 
 
 def markdown(studies: dict[str, dict[str, dict[str, Any]]]) -> str:
@@ -142,6 +167,8 @@ def main(argv):
          'studies': {name: {'runs': runs, 'claims': verdicts(runs)}
                      for name, runs in studies.items()},
          'table': markdown(studies)}
+  for study in out['studies'].values():
+    study['claims_table'] = claims_markdown(study['claims'])
   print(out['table'])
   for name, study in out['studies'].items():
     for claim, result in study['claims'].items():

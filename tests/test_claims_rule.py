@@ -78,6 +78,13 @@ def test_claims_compare_every_pair_unpaired_with_the_paper_gain():
   assert out['MAC (KL form) helps'] == {'verdict': 'not measured', 'missing': ['dual_routing_kl']}
   line = claims.claim_sentence('MAC helps', out['MAC helps'])
   assert line.startswith('MAC helps (paper: +2.9): dual_routing_mac vs dual_routing: +0.10 [')
+  rows = claims.claims_markdown(out).splitlines()
+  assert len(rows) == 2 + 1 + 2 + 2 + 1 + 1   # header, then one row per comparison
+  assert rows[2].startswith('| TS-first path > ST-first path (4.8) | ts - st | 3 + 3 | +0.00 | [')
+  assert rows[3].endswith(f"| {stats.HOLDS} |")
+  assert rows[-1] == '| MAC (KL form) helps | missing dual_routing_kl | | | | | not measured |'
+  interval = dual['against']['st']['ci95']
+  assert dual['against']['st']['no_effect_larger_than'] == round(max(map(abs, interval)), 2)
 
 
 def _write_run(folder: pathlib.Path, name: str, top1: dict[str, float], commit: str) -> None:
