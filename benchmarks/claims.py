@@ -124,7 +124,7 @@ def claim_sentence(claim: str, result: dict[str, Any]) -> str:
 
 def claims_markdown(claims: dict[str, Any]) -> str:
   """The claims of one study as a markdown table: one row per comparison (seeds, difference, its
-  95 % interval, verdict), what docs/results.md shows."""
+  95 % interval, the largest effect it still allows, verdict), what docs/results.md shows."""
   lines = ["| claim (paper's gain) | comparison | seeds | difference | 95 % interval | "
            'no effect larger than | verdict |', '|---|---|---|---|---|---|---|']
   for claim, result in claims.items():
