@@ -97,16 +97,9 @@ def verdicts(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
       out[claim] = {'verdict': 'not measured', 'missing': missing}
       continue
     out[claim] = {'favoured': favoured, 'reported_gain': gain, 'against': {
-        other: _comparison(runs[favoured]['seeds'], runs[other]['seeds'], gain)
+        other: stats.compare(runs[favoured]['seeds'], runs[other]['seeds'], gain, paired=False)
         for other in others}}
   return out
-
-
-def _comparison(favoured: dict[str, float], other: dict[str, float], gain: float
-                ) -> dict[str, Any]:
-  result = stats.compare(favoured, other, gain, paired=False)
-  result['no_effect_larger_than'] = stats.smallest_excluded(result)
-  return result
 
 
 def claim_sentence(claim: str, result: dict[str, Any]) -> str:

@@ -48,7 +48,6 @@ def main(argv):
     runs[name] = {'seeds': seeds, 'git_commits': commits}
   result = stats.compare(runs[_A.value]['seeds'], runs[_B.value]['seeds'], _GAIN.value,
                          paired=_PAIRED.value)
-  result['no_effect_larger_than'] = stats.smallest_excluded(result)
   common.write_json({'split': _SPLIT.value, 'stream': _STREAM.value, 'a': _A.value,
                      'b': _B.value, 'runs': runs, 'comparison': result}, _OUT.value)
 

@@ -90,10 +90,13 @@ def verdict(interval: Mapping[str, Any], reported_gain: float) -> dict[str, Any]
 
 def compare(a: Mapping[str, float], b: Mapping[str, float], reported_gain: float, *,
             paired: bool) -> dict[str, Any]:
-  """a, b: {seed: score}. The verdict of a - b, paired by seed or unpaired (Welch)."""
+  """a, b: {seed: score}. The verdict of a - b, paired by seed or unpaired (Welch), with the
+  largest effect the interval still allows ('no_effect_larger_than')."""
   interval = (paired_interval(a, b) if paired
               else welch_interval(list(a.values()), list(b.values())))
-  return verdict(interval, reported_gain)
+  result = verdict(interval, reported_gain)
+  result['no_effect_larger_than'] = smallest_excluded(result)
+  return result
 
 
 def smallest_excluded(interval: Mapping[str, Any]) -> float:
