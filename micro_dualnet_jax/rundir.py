@@ -6,6 +6,8 @@ Training writes a run directory; evaluation, prediction, export and ensembling r
   run.json            {"format": "micro_dualnet_jax.run", "format_version": 2, "kind": "run",
                        "seed": s, "package_version": ..., "class_names": [...]}
   config.json         the resolved run config (every section, as trained)
+  config_history.jsonl  the configs a resume replaced, one line each: the step the run had
+                      reached, what changed, the whole earlier config (only after such a resume)
   checkpoints/<step>/ the last checkpoints; best/<step>/ the best one (`checkpoint.py`)
   metrics.jsonl       one JSON line per log and evaluation point
   summary.json        final and best metrics, step, wall time, parameter checksum (when done)
@@ -46,6 +48,7 @@ FORMAT = 'micro_dualnet_jax.run'
 FORMAT_VERSION = 2
 RUN_FILE = 'run.json'
 CONFIG_FILE = 'config.json'
+CONFIG_HISTORY_FILE = 'config_history.jsonl'
 SUMMARY_FILE = 'summary.json'
 METRICS_FILE = 'metrics.jsonl'
 EVAL_OUTPUTS_FILE = 'eval_outputs.npz'
@@ -94,6 +97,25 @@ def config_differences(old: dict[str, Any], new: RunConfig | dict[str, Any],
         diffs.append(f'{section}.{key}: {before.get(key)!r} in the work directory, '
                      f'{now.get(key)!r} now')
   return diffs
+
+
+def config_changes(old: dict[str, Any], new: RunConfig | dict[str, Any]) -> list[str]:
+  """'key: old -> new' for every value of the whole config that differs: top-level keys by
+  name, section values as 'section.key'. Both are read as today's config first where they can be
+  (a field added since `old` was written counts at its default)."""
+  old, new = _flat(_as_today(old)), _flat(_as_today(config_dict(new)))
+  return [f'{key}: {old.get(key)!r} -> {new.get(key)!r}' for key in sorted(set(old) | set(new))
+          if old.get(key) != new.get(key)]
+
+
+def _flat(values: dict[str, Any]) -> dict[str, Any]:
+  flat = {}
+  for key, value in values.items():
+    if isinstance(value, dict):
+      flat.update({f'{key}.{name}': v for name, v in value.items()})
+    else:
+      flat[key] = value
+  return flat
 
 
 def _as_today(values: dict[str, Any]) -> dict[str, Any]:
@@ -219,10 +241,26 @@ class RunDir:
                         + '; '.join(diffs) + '. Use a new --workdir or the old config.')
 
   def write(self, config: RunConfig, *, kind: str, seeds: Sequence[int],
-            package_version: str, class_names: Sequence[str], **facts: Any) -> None:
+            package_version: str, class_names: Sequence[str], trained_steps: int = 0,
+            **facts: Any) -> list[str]:
     """Creates the directory (if needed) and writes run.json (with `facts`, e.g. the data
-    pipeline the run trained with) and config.json."""
+    pipeline the run trained with) and config.json.
+
+    A resumed run (`trained_steps`: its newest checkpoint step) whose config differs from
+    config.json (a raised step budget, another learning rate) first appends the config it
+    replaces to config_history.jsonl, so the steps trained before stay described. Returns the
+    changes ('key: old -> new'), [] when there are none."""
     os.makedirs(self.path, exist_ok=True)
+    new = config_dict(config)
+    old = self.raw_config()
+    changes = (config_changes(old, new) if trained_steps and isinstance(old, dict) and old != new
+               else [])
+    if changes:
+      record = {'trained_steps': trained_steps, 'changes': changes, 'config': old}
+      with open(self.file(CONFIG_HISTORY_FILE), 'a') as f:
+        f.write(json.dumps(record) + '\n')
+        f.flush()
+        os.fsync(f.fileno())
     info: dict[str, Any] = {'format': FORMAT, 'format_version': FORMAT_VERSION, 'kind': kind,
                             'package_version': package_version,
                             'class_names': list(class_names), **facts}
@@ -230,8 +268,17 @@ class RunDir:
       info['seeds'] = list(seeds)
     else:
       (info['seed'],) = seeds
-    _write_json(self.file(CONFIG_FILE), config_dict(config))
+    _write_json(self.file(CONFIG_FILE), new)
     _write_json(self.file(RUN_FILE), info)
+    return changes
+
+  def config_history(self) -> list[dict[str, Any]]:
+    """config_history.jsonl's records, oldest first ([] when no resume changed the config)."""
+    path = self.file(CONFIG_HISTORY_FILE)
+    if not os.path.isfile(path):
+      return []
+    with open(path) as f:
+      return [json.loads(line) for line in f if line.strip()]
 
   # ------------------------------------------------------------------- results
 

@@ -348,6 +348,7 @@ class Trainer:
     self.seed_runs = [RunDir(os.path.join(workdir, seed_dir_name(s))) if self.multi else self.run
                       for s in self.seeds]
     newest = max((max(r.checkpoint_steps(), default=0) for r in self.seed_runs), default=0)
+    self.trained_steps = newest
     if newest > self.total_steps:
       raise RunDirError(f'work directory {workdir!r} holds checkpoints up to step {newest}, '
                         f'beyond this config\'s {self.total_steps} steps: raise num_train_steps '
@@ -396,14 +397,18 @@ class Trainer:
     config, settings = self.config, self.settings
     class_names = self.splits.class_names
     if self.is_main:
-      self.run.write(config, kind='seeds' if self.multi else 'run', seeds=self.seeds,
-                     package_version=__version__, class_names=class_names,
-                     data_pipeline=self.pipeline)
+      changes = self.run.write(config, kind='seeds' if self.multi else 'run', seeds=self.seeds,
+                               package_version=__version__, class_names=class_names,
+                               trained_steps=self.trained_steps, data_pipeline=self.pipeline)
       if self.multi:
         for s, seed_run in zip(self.seeds, self.seed_runs):
           seed_run.write(_seed_config(config, s), kind='run', seeds=[s],
                          package_version=__version__, class_names=class_names,
-                         data_pipeline=self.pipeline)
+                         trained_steps=self.trained_steps, data_pipeline=self.pipeline)
+      if changes:
+        print(f'note: this config differs from the one that trained {self.run.path} up to '
+              f'step {self.trained_steps} ({"; ".join(changes)}); that one is kept in '
+              f'{rundir.CONFIG_HISTORY_FILE}', flush=True)
     sharding.barrier('run directories written')
 
     self.tx, self.schedule = steps.make_optimizer(config.optim, self.total_steps)

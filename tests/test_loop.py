@@ -152,6 +152,9 @@ def test_a_resumed_run_reads_the_batches_the_uninterrupted_run_read(monkeypatch,
   assert len(first.batches) == 3 and len(resumed.batches) == 5     # steps 4..8 after resuming
   np.testing.assert_array_equal(np.concatenate([first.order(), resumed.order()]),
                                 uninterrupted.order())
+  # Only the value that changed is recorded, against the 3 steps trained before it changed.
+  assert [(r['trained_steps'], r['changes']) for r in
+          RunDir(str(tmp_path / 'split')).config_history()] == [(3, ['max_steps_per_run: 3 -> 0'])]
 
 
 def test_the_best_checkpoint_holds_the_first_of_the_highest_evaluations(monkeypatch, tmp_path):
@@ -197,7 +200,14 @@ def test_a_raised_step_budget_trains_on_from_the_last_checkpoint(monkeypatch, tm
       capsys.readouterr().out
   more = LoopProbe(monkeypatch)
   assert train.train_and_evaluate(_config(num_train_steps=10), workdir)['step'] == 10
-  assert 'Resuming from checkpoint at step 8' in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert 'Resuming from checkpoint at step 8' in out
+  assert 'trained ' + workdir + ' up to step 8 (num_train_steps: 8 -> 10)' in out
+  # config.json describes the run now; the config of steps 1-8 is kept beside it.
+  (replaced,) = RunDir(workdir).config_history()
+  assert replaced['trained_steps'] == 8 and replaced['changes'] == ['num_train_steps: 8 -> 10']
+  assert replaced['config']['num_train_steps'] == 8
+  assert RunDir(workdir).config().run.num_train_steps == 10
   reference = LoopProbe(monkeypatch)
   train.train_and_evaluate(_config(num_train_steps=10), str(tmp_path / 'ten'))
   np.testing.assert_array_equal(more.order(), reference.order()[8:])     # steps 9 and 10
