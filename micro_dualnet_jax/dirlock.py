@@ -1,7 +1,9 @@
 """One process at a time in a folder: an advisory lock file naming its holder.
 
 A work directory is written by one run at a time (training; an evaluation that writes its
-outputs there), and a TFDS data_dir is prepared by one process at a time (docs/workdir.md). The
+outputs there), a TFDS data_dir is prepared by one process at a time, and the output folder of
+predict, export and ensemble is written by one command at a time (`output_folder`;
+docs/workdir.md). The
 lock is `fcntl.flock` on a file in the folder (`.lock` in a work directory), which holds one JSON
 line naming the holder: {"pid", "host", "since", "activity"}. The kernel releases a flock when
 its holder exits, however it exits, so a lock is never stuck; a file still naming a holder when
@@ -22,7 +24,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from micro_dualnet_jax.errors import DirectoryInUseError, OutputWriteError
@@ -174,3 +176,29 @@ class DirectoryLock:
 
   def __exit__(self, *exc: Any) -> None:
     self.release()
+
+
+@contextlib.contextmanager
+def output_folder(folder: str | os.PathLike[str], activity: str) -> Iterator[str]:
+  """Holds the lock of the output folder `folder` while the block writes into it, so that a
+  second command writing the same folder is refused by name (DirectoryInUseError) instead of
+  leaving a mix of both commands' files. `folder` is created if needed, and removed again when
+  the block leaves it empty (a recording refused before its files were written). Yields the
+  folder's path.
+  """
+  folder = os.fspath(folder)
+  created = not os.path.isdir(folder)
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as error:
+    raise OutputWriteError(f'cannot create the output folder {folder} ({error.strerror})') \
+        from None
+  lock = DirectoryLock(folder, what='output folder', activity=activity)
+  try:
+    lock.acquire()
+    yield folder
+  finally:
+    lock.release()
+    if created:
+      with contextlib.suppress(OSError):   # not empty: it holds what the block wrote
+        os.rmdir(folder)

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from micro_dualnet_jax import metrics as metrics_lib
-from micro_dualnet_jax import atomic, submission
+from micro_dualnet_jax import atomic, dirlock, submission
 from micro_dualnet_jax.config import DataConfig
 from micro_dualnet_jax.data import registry
 from micro_dualnet_jax.data.registry import DatasetSpec
@@ -305,8 +305,8 @@ def run_ensemble(members: Sequence[tuple[str, float]], output_dir: str, *, spec:
     result = metrics_lib.SCORERS[spec.scorer](probs, labels)
     summary['ensemble'] = metrics_lib.scalar_metrics(result)
     summary['per_class_accuracy'] = per_class_accuracy(result['confusion_matrix'], class_names)
-  os.makedirs(output_dir, exist_ok=True)
-  submission.write_run_outputs(spec.submission, output_dir, list(clip_ids), probs,
-                               labels if labelled else None)
-  atomic.write_json(os.path.join(output_dir, 'ensemble.json'), summary)
+  with dirlock.output_folder(output_dir, 'ensembling'):
+    submission.write_run_outputs(spec.submission, output_dir, list(clip_ids), probs,
+                                 labels if labelled else None)
+    atomic.write_json(os.path.join(output_dir, 'ensemble.json'), summary)
   return summary

@@ -46,7 +46,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from micro_dualnet_jax import atomic
+from micro_dualnet_jax import atomic, dirlock
 from micro_dualnet_jax.config import RunConfig
 
 MODEL_FILE = 'model.jaxexport'
@@ -274,26 +274,26 @@ def export_workdir(config: RunConfig | None, workdir: str, output_dir: str | Non
       jax.ShapeDtypeStruct((b, length, v), f32), jax.ShapeDtypeStruct((b,), np.int32))
 
   output_dir = output_dir or os.path.join(workdir, 'export')
-  os.makedirs(output_dir, exist_ok=True)
-  for name, exported in ((MODEL_FILE, model_exported), (PIPELINE_FILE, pipeline_exported)):
-    with atomic.atomic_path(os.path.join(output_dir, name)) as path, open(path, 'wb') as f:
-      f.write(exported.serialize())
-  with atomic.atomic_path(os.path.join(output_dir, PARAMS_FILE)) as path:
-    np.savez(path, **{f'p{i:04d}': x for i, x in enumerate(leaves)})
-  atomic.write_json(os.path.join(output_dir, LABELS_FILE), predictor.class_names)
-  atomic.write_json(os.path.join(output_dir, PREPROCESSING_FILE),
-                    preprocessing_settings(run_config))
-  _write_standalone_loader(os.path.join(output_dir, LOADER_FILE))
+  with dirlock.output_folder(output_dir, 'exporting'):
+    for name, exported in ((MODEL_FILE, model_exported), (PIPELINE_FILE, pipeline_exported)):
+      with atomic.atomic_path(os.path.join(output_dir, name)) as path, open(path, 'wb') as f:
+        f.write(exported.serialize())
+    with atomic.atomic_path(os.path.join(output_dir, PARAMS_FILE)) as path:
+      np.savez(path, **{f'p{i:04d}': x for i, x in enumerate(leaves)})
+    atomic.write_json(os.path.join(output_dir, LABELS_FILE), predictor.class_names)
+    atomic.write_json(os.path.join(output_dir, PREPROCESSING_FILE),
+                      preprocessing_settings(run_config))
+    _write_standalone_loader(os.path.join(output_dir, LOADER_FILE))
 
-  checked = (MODEL_FILE, PIPELINE_FILE, PARAMS_FILE, LABELS_FILE, PREPROCESSING_FILE)
-  manifest = {
-      'workdir': os.path.abspath(workdir), 'checkpoint_step': step,
-      'layout': layout.name, 'num_classes': len(predictor.class_names),
-      'platforms': list(model_exported.platforms), 'jax_version': jax.__version__,
-      'files': sorted({*checked, LOADER_FILE, MANIFEST_FILE}),
-      'sha256': {name: file_sha256(os.path.join(output_dir, name)) for name in checked},
-  }
-  atomic.write_json(os.path.join(output_dir, MANIFEST_FILE), manifest)
+    checked = (MODEL_FILE, PIPELINE_FILE, PARAMS_FILE, LABELS_FILE, PREPROCESSING_FILE)
+    manifest = {
+        'workdir': os.path.abspath(workdir), 'checkpoint_step': step,
+        'layout': layout.name, 'num_classes': len(predictor.class_names),
+        'platforms': list(model_exported.platforms), 'jax_version': jax.__version__,
+        'files': sorted({*checked, LOADER_FILE, MANIFEST_FILE}),
+        'sha256': {name: file_sha256(os.path.join(output_dir, name)) for name in checked},
+    }
+    atomic.write_json(os.path.join(output_dir, MANIFEST_FILE), manifest)
   return manifest
 
 

@@ -39,7 +39,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from micro_dualnet_jax import export, onnx_loader
+from micro_dualnet_jax import dirlock, export, onnx_loader
 from micro_dualnet_jax.config import RunConfig
 from micro_dualnet_jax.errors import InputError
 
@@ -119,40 +119,40 @@ def export_model(model: Any, config: RunConfig, output_dir: str, *,
     # from the run's own forward pass.
     graphdef = float32_graphdef(config)
   onnx_bytes = to_onnx_model(graphdef, model.params, model.model_state, **sizes)
-  os.makedirs(output_dir, exist_ok=True)
-  with open(os.path.join(output_dir, onnx_loader.ONNX_FILE), 'wb') as f:
-    f.write(onnx_bytes)
-  with open(os.path.join(output_dir, onnx_loader.LABELS_FILE), 'w') as f:
-    json.dump(model.class_names, f, indent=2)
-  with open(os.path.join(output_dir, onnx_loader.PREPROCESSING_FILE), 'w') as f:
-    json.dump(export.preprocessing_settings(config), f, indent=2)
-  shutil.copyfile(onnx_loader.__file__, os.path.join(output_dir, LOADER_FILE))
+  with dirlock.output_folder(output_dir, 'exporting'):
+    with open(os.path.join(output_dir, onnx_loader.ONNX_FILE), 'wb') as f:
+      f.write(onnx_bytes)
+    with open(os.path.join(output_dir, onnx_loader.LABELS_FILE), 'w') as f:
+      json.dump(model.class_names, f, indent=2)
+    with open(os.path.join(output_dir, onnx_loader.PREPROCESSING_FILE), 'w') as f:
+      json.dump(export.preprocessing_settings(config), f, indent=2)
+    shutil.copyfile(onnx_loader.__file__, os.path.join(output_dir, LOADER_FILE))
 
-  def forward_with(graph):
-    @jax.jit
-    def forward(keypoints, frame_mask):
-      logits, _ = nnx.merge(graph, model.params, model.model_state)(
-          keypoints, frame_mask, deterministic=True)
-      return logits
-    return forward
+    def forward_with(graph):
+      @jax.jit
+      def forward(keypoints, frame_mask):
+        logits, _ = nnx.merge(graph, model.params, model.model_state)(
+            keypoints, frame_mask, deterministic=True)
+        return logits
+      return forward
 
-  manifest = {
-      'workdir': os.path.abspath(workdir) if workdir else None,
-      'checkpoint_step': getattr(model, 'step', None), 'format': 'onnx', 'opset': OPSET,
-      'layout': layout.name, 'num_classes': int(config.model.num_classes),
-      'platforms': ['onnxruntime'], 'inputs': list(INPUT_NAMES), 'outputs': list(OUTPUT_NAMES),
-      'compute_dtype': 'float32', 'run_compute_dtype': config.model.dtype,
-      'jax_version': jax.__version__, 'jax2onnx_version': metadata.version('jax2onnx'),
-      'onnxruntime_version': metadata.version('onnxruntime'),
-      'max_abs_logit_difference_vs_jax': _max_logit_difference(
-          output_dir, forward_with(graphdef), **sizes),
-  }
-  if graphdef is not model.graphdef:
-    manifest['max_abs_logit_difference_vs_jax_run_dtype'] = _max_logit_difference(
-        output_dir, forward_with(model.graphdef), **sizes)
-  manifest['files'] = sorted(os.listdir(output_dir)) + [MANIFEST_FILE]
-  with open(os.path.join(output_dir, MANIFEST_FILE), 'w') as f:
-    json.dump(manifest, f, indent=2)
+    manifest = {
+        'workdir': os.path.abspath(workdir) if workdir else None,
+        'checkpoint_step': getattr(model, 'step', None), 'format': 'onnx', 'opset': OPSET,
+        'layout': layout.name, 'num_classes': int(config.model.num_classes),
+        'platforms': ['onnxruntime'], 'inputs': list(INPUT_NAMES), 'outputs': list(OUTPUT_NAMES),
+        'compute_dtype': 'float32', 'run_compute_dtype': config.model.dtype,
+        'jax_version': jax.__version__, 'jax2onnx_version': metadata.version('jax2onnx'),
+        'onnxruntime_version': metadata.version('onnxruntime'),
+        'max_abs_logit_difference_vs_jax': _max_logit_difference(
+            output_dir, forward_with(graphdef), **sizes),
+    }
+    if graphdef is not model.graphdef:
+      manifest['max_abs_logit_difference_vs_jax_run_dtype'] = _max_logit_difference(
+          output_dir, forward_with(model.graphdef), **sizes)
+    manifest['files'] = sorted(set(os.listdir(output_dir)) - {dirlock.LOCK_FILE}) + [MANIFEST_FILE]
+    with open(os.path.join(output_dir, MANIFEST_FILE), 'w') as f:
+      json.dump(manifest, f, indent=2)
   return manifest
 
 

@@ -68,7 +68,7 @@ from typing import Any
 
 import numpy as np
 
-from micro_dualnet_jax import atomic, report
+from micro_dualnet_jax import atomic, dirlock, report
 from micro_dualnet_jax import metrics as metrics_lib
 from micro_dualnet_jax.config import PredictOptions, RunConfig
 from micro_dualnet_jax.data.clip import Clip
@@ -317,8 +317,9 @@ def run_predict(config: RunConfig | None, workdir: str, input_path: str | None,
           f'{predictor.layout.name}, {len(predictor.class_names)} classes): window '
           f'{options.window}, stride {options.stride}, batch {predictor.batch_size}', flush=True)
   results = []
-  for clip in clips:
-    where = output_dir if len(clips) == 1 else os.path.join(output_dir, clip.clip_id)
-    results.append(predict_clip(predictor, clip, options, where, verbose=verbose))
+  with dirlock.output_folder(output_dir, 'predicting'):
+    for clip in clips:
+      where = output_dir if len(clips) == 1 else os.path.join(output_dir, clip.clip_id)
+      results.append(predict_clip(predictor, clip, options, where, verbose=verbose))
   return results
 

@@ -13,6 +13,8 @@ from configs import smoke
 from support import typed
 from micro_dualnet_jax import cli, ensemble
 from micro_dualnet_jax.data import registry
+from micro_dualnet_jax.dirlock import DirectoryLock
+from micro_dualnet_jax.errors import DirectoryInUseError
 from micro_dualnet_jax.rundir import RunDir
 
 NUM_CLIPS, NUM_CLASSES = 40, 15
@@ -74,6 +76,19 @@ def test_run_ensemble_writes_metrics_equal_to_sklearn(runs, tmp_path):
           100 * np.mean(probs[rows].argmax(1) == c), abs=0.01)
   assert json.loads((out / 'ensemble.json').read_text())['ensemble'] == summary['ensemble']
   assert (out / 'predictions.csv').read_text().count('\n') == NUM_CLIPS + 1
+
+
+def test_an_ensemble_into_a_folder_in_use_is_refused(runs, tmp_path):
+  dirs = runs[0]
+  out = tmp_path / 'ens'
+  out.mkdir()
+  with DirectoryLock(out, what='output folder', activity='ensembling'):
+    with pytest.raises(DirectoryInUseError, match=f'output folder {out} is in use by process '
+                                                  f'{os.getpid()}'):
+      ensemble.run_ensemble([(d, 1.0) for d in dirs], str(out),
+                            spec=registry.get_spec('synthetic'),
+                            class_names=[f'c{i}' for i in range(NUM_CLASSES)])
+    assert os.listdir(out) == ['.lock']
 
 
 def test_members_that_disagree_are_refused_by_name(runs, tmp_path):

@@ -34,7 +34,7 @@ from flax import nnx
 
 import runs
 from configs import smoke
-from micro_dualnet_jax import atomic, evaluate, export, inference, predict, train
+from micro_dualnet_jax import atomic, dirlock, evaluate, export, inference, predict, train
 from micro_dualnet_jax.checkpoint import CHECKSUMS_KEY
 from micro_dualnet_jax.data import prepare, recordings
 from micro_dualnet_jax.data.clip import DataFormatError
@@ -292,6 +292,27 @@ def test_a_locked_work_directory_is_refused_naming_the_holder(tmp_path):
   finally:
     holder.release()
   assert not (workdir / '.lock').exists()
+
+
+def test_an_output_folder_is_written_by_one_command_at_a_time(tmp_path):
+  """dirlock.output_folder, what predict, export and ensemble write under: the folder is created
+  and locked for the block, released after it, removed again when the block left it empty."""
+  out = tmp_path / 'nested' / 'out'
+  with dirlock.output_folder(out, 'predicting'):
+    assert json.loads((out / '.lock').read_text())['activity'] == 'predicting'
+    with pytest.raises(DirectoryInUseError) as error:
+      with dirlock.output_folder(out, 'exporting'):
+        (out / 'second.json').write_text('{}')   # never reached
+    assert str(error.value).startswith(f'output folder {out} is in use by process '
+                                       f'{os.getpid()} on host {HOST} (predicting since ')
+  assert not out.exists()                          # a refused block left nothing behind
+  with dirlock.output_folder(out, 'predicting'):
+    (out / 'summary.json').write_text('{}')
+  assert sorted(os.listdir(out)) == ['summary.json']
+  with pytest.raises(ValueError, match='a bug'):  # a bug in the block keeps its traceback
+    with dirlock.output_folder(out, 'predicting'):
+      raise ValueError('a bug')
+  assert sorted(os.listdir(out)) == ['summary.json']
 
 
 def test_a_seed_folder_is_covered_by_its_runs_lock(tmp_path):

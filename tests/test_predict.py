@@ -20,6 +20,8 @@ from micro_dualnet_jax.data import recordings
 from micro_dualnet_jax.data import synthetic
 from micro_dualnet_jax.pipeline import augment
 from micro_dualnet_jax.data.clip import DataFormatError
+from micro_dualnet_jax.dirlock import DirectoryLock
+from micro_dualnet_jax.errors import DirectoryInUseError
 from micro_dualnet_jax.skeleton import get_layout
 
 pytestmark = pytest.mark.slow   # a trained work directory and a 4,500-frame recording
@@ -227,6 +229,17 @@ def test_short_input_gives_a_clip_prediction_and_an_animation(workdir, config, t
   out = capsys.readouterr().out
   assert 'Clip-level prediction' in out and 'Routing weights per body part' in out
   assert (tmp_path / 'a' / 'clip.gif').read_bytes()[:3] == b'GIF'
+  assert not (tmp_path / 'a' / '.lock').exists()    # the output folder's lock is released
+  # A second command writing into a folder in use is refused by name; the first one's files stay.
+  before = {p.name: p.read_bytes() for p in (tmp_path / 'a').iterdir()}
+  with DirectoryLock(tmp_path / 'a', what='output folder', activity='predicting'):
+    with pytest.raises(DirectoryInUseError, match=f"output folder {tmp_path / 'a'} is in use by "
+                                                  f'process {os.getpid()}'):
+      predict.run_predict(config, workdir, str(tmp_path / 'clip.npy'), str(tmp_path / 'a'))
+    with pytest.raises(DirectoryInUseError, match='output folder .* is in use'):
+      export.run_export(config, workdir, str(tmp_path / 'a'))
+    assert {p.name: p.read_bytes() for p in (tmp_path / 'a').iterdir()
+            if p.name != '.lock'} == before
   # Nobody at all: no prediction, no crash.
   np.save(tmp_path / 'empty.npy', np.zeros((30, 22, 3), np.float32))
   [empty] = predict.run_predict(config, workdir, str(tmp_path / 'empty.npy'), str(tmp_path / 'e'),
