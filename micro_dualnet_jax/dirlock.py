@@ -179,12 +179,15 @@ class DirectoryLock:
 
 
 @contextlib.contextmanager
-def output_folder(folder: str | os.PathLike[str], activity: str) -> Iterator[str]:
+def output_folder(folder: str | os.PathLike[str], activity: str, *,
+                  acquire: Callable[[DirectoryLock], None] = DirectoryLock.acquire
+                  ) -> Iterator[str]:
   """Holds the lock of the output folder `folder` while the block writes into it, so that a
   second command writing the same folder is refused by name (DirectoryInUseError) instead of
   leaving a mix of both commands' files. `folder` is created if needed, and removed again when
-  the block leaves it empty (a recording refused before its files were written). Yields the
-  folder's path.
+  the block leaves it empty (a recording refused before its files were written). `acquire`
+  takes the lock (`sharding.acquire_on_process_0` where several processes run the command).
+  Yields the folder's path.
   """
   folder = os.fspath(folder)
   created = not os.path.isdir(folder)
@@ -195,7 +198,7 @@ def output_folder(folder: str | os.PathLike[str], activity: str) -> Iterator[str
         from None
   lock = DirectoryLock(folder, what='output folder', activity=activity)
   try:
-    lock.acquire()
+    acquire(lock)
     yield folder
   finally:
     lock.release()

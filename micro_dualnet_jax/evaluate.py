@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from micro_dualnet_jax import atomic, inference, report, sharding, steps, submission
+from micro_dualnet_jax import atomic, dirlock, inference, report, sharding, steps, submission
 from micro_dualnet_jax import metrics as metrics_lib
 from micro_dualnet_jax.config import RunConfig
 from micro_dualnet_jax.data.clip import DataFormatError
@@ -208,16 +208,17 @@ def evaluate_workdir(workdir: str, config: RunConfig | None = None, *,
   scoring a finished run another way (e.g. with test-time views) keeps its own results; else to
   the run directory. A run of several seeds is scored seed by seed (`<output>/seed_<s>/`), with
   the mean and standard deviation over them (written to `<output>/eval_seeds.json` with
-  --output). A missing work directory is refused and nothing is created. Outputs written into
-  the run directory are written under its lock (a training run writing there, or another such
-  evaluation, refuses this one with DirectoryInUseError).
+  --output). A missing work directory is refused and nothing is created. Outputs are written
+  under the lock of their folder: a training run writing the run directory, or another command
+  writing the output folder, refuses this one with DirectoryInUseError.
   """
   run = RunDir(workdir)
   run.run_info()   # a missing or foreign directory is refused before it is locked
-  if output_dir is not None:
-    return _evaluate_workdir(run, config, overrides=overrides, checkpoint=checkpoint,
-                             output_dir=output_dir, verbose=verbose)
   sharding.maybe_initialize_distributed()
+  if output_dir is not None:   # another command writing there is refused (dirlock.py)
+    with dirlock.output_folder(output_dir, 'evaluating', acquire=sharding.acquire_on_process_0):
+      return _evaluate_workdir(run, config, overrides=overrides, checkpoint=checkpoint,
+                               output_dir=output_dir, verbose=verbose)
   lock = run.lock('evaluating')
   try:
     try:

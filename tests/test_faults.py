@@ -289,6 +289,7 @@ def test_a_locked_work_directory_is_refused_naming_the_holder(tmp_path):
       evaluate.evaluate_workdir(str(workdir))
     with pytest.raises(RunDirError, match='no checkpoint'):
       evaluate.evaluate_workdir(str(workdir), output_dir=str(tmp_path / 'elsewhere'))
+    assert not (tmp_path / 'elsewhere').exists()   # created for the outputs, none written
   finally:
     holder.release()
   assert not (workdir / '.lock').exists()
