@@ -180,28 +180,56 @@ class DirectoryLock:
 
 @contextlib.contextmanager
 def output_folder(folder: str | os.PathLike[str], activity: str, *,
-                  acquire: Callable[[DirectoryLock], None] = DirectoryLock.acquire
-                  ) -> Iterator[str]:
+                  acquire: Callable[[DirectoryLock], None] = DirectoryLock.acquire,
+                  main: bool = True) -> Iterator[str]:
   """Holds the lock of the output folder `folder` while the block writes into it, so that a
   second command writing the same folder is refused by name (DirectoryInUseError) instead of
-  leaving a mix of both commands' files. `folder` is created if needed, and removed again when
-  the block leaves it empty (a recording refused before its files were written). `acquire`
-  takes the lock (`sharding.acquire_on_process_0` where several processes run the command).
+  leaving a mix of both commands' files. `folder` (and any missing parent) is created if
+  needed, and removed again when the block leaves it empty (a recording refused before its
+  files were written). Where several processes run the command, only process 0 (`main`) creates
+  and removes folders, and `acquire` is the collective `sharding.acquire_on_process_0`.
   Yields the folder's path.
   """
   folder = os.fspath(folder)
-  created = not os.path.isdir(folder)
+  created = _missing_folders(folder) if main else []
+  if main:
+    _make_output_folder(folder)
+  lock = DirectoryLock(folder, what='output folder', activity=activity)
+  try:
+    try:
+      acquire(lock)
+    except OutputWriteError:
+      if not main or os.path.isdir(folder):
+        raise
+      # Another command removed the folder it had created, empty, between our makedirs and
+      # our lock: make it again, once.
+      _make_output_folder(folder)
+      acquire(lock)
+    yield folder
+  finally:
+    lock.release()
+    for path in created:   # innermost first; one that is not empty stops it
+      try:
+        os.rmdir(path)
+      except OSError:
+        break
+
+
+def _missing_folders(folder: str) -> list[str]:
+  """The folders makedirs(folder) would create, innermost first."""
+  missing = []
+  while folder and not os.path.isdir(folder):
+    missing.append(folder)
+    parent = os.path.dirname(folder)
+    if parent == folder:
+      break
+    folder = parent
+  return missing
+
+
+def _make_output_folder(folder: str) -> None:
   try:
     os.makedirs(folder, exist_ok=True)
   except OSError as error:
     raise OutputWriteError(f'cannot create the output folder {folder} ({error.strerror})') \
         from None
-  lock = DirectoryLock(folder, what='output folder', activity=activity)
-  try:
-    acquire(lock)
-    yield folder
-  finally:
-    lock.release()
-    if created:
-      with contextlib.suppress(OSError):   # not empty: it holds what the block wrote
-        os.rmdir(folder)

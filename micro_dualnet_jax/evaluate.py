@@ -216,7 +216,8 @@ def evaluate_workdir(workdir: str, config: RunConfig | None = None, *,
   run.run_info()   # a missing or foreign directory is refused before it is locked
   sharding.maybe_initialize_distributed()
   if output_dir is not None:   # another command writing there is refused (dirlock.py)
-    with dirlock.output_folder(output_dir, 'evaluating', acquire=sharding.acquire_on_process_0):
+    with dirlock.output_folder(output_dir, 'evaluating', acquire=sharding.acquire_on_process_0,
+                               main=jax.process_index() == 0):
       return _evaluate_workdir(run, config, overrides=overrides, checkpoint=checkpoint,
                                output_dir=output_dir, verbose=verbose)
   lock = run.lock('evaluating')

@@ -6,8 +6,8 @@ Training writes a run directory; evaluation, prediction, export and ensembling r
   run.json            {"format": "micro_dualnet_jax.run", "format_version": 2, "kind": "run",
                        "seed": s, "package_version": ..., "class_names": [...]}
   config.json         the resolved run config (every section, as trained)
-  config_history.jsonl  the configs a resume replaced, one line each: the step the run had
-                      reached, what changed, the whole earlier config (only after such a resume)
+  config_history.jsonl  the configs a resume replaced, one line each: the step it resumed
+                      from, what changed, the whole earlier config (only after such a resume)
   checkpoints/<step>/ the last checkpoints; best/<step>/ the best one (`checkpoint.py`)
   metrics.jsonl       one JSON line per log and evaluation point
   summary.json        final and best metrics, step, wall time, parameter checksum (when done)
@@ -246,7 +246,7 @@ class RunDir:
     """Creates the directory (if needed) and writes run.json (with `facts`, e.g. the data
     pipeline the run trained with) and config.json.
 
-    A resumed run (`trained_steps`: its newest checkpoint step) whose config differs from
+    A resumed run (`trained_steps`: the step it resumes from) whose config differs from
     config.json (a raised step budget, another learning rate) first appends the config it
     replaces to config_history.jsonl, so the steps trained before stay described. Returns the
     changes ('key: old -> new'), [] when there are none."""

@@ -348,7 +348,6 @@ class Trainer:
     self.seed_runs = [RunDir(os.path.join(workdir, seed_dir_name(s))) if self.multi else self.run
                       for s in self.seeds]
     newest = max((max(r.checkpoint_steps(), default=0) for r in self.seed_runs), default=0)
-    self.trained_steps = newest
     if newest > self.total_steps:
       raise RunDirError(f'work directory {workdir!r} holds checkpoints up to step {newest}, '
                         f'beyond this config\'s {self.total_steps} steps: raise num_train_steps '
@@ -392,25 +391,11 @@ class Trainer:
   # ------------------------------------------------------------------- 2. start
 
   def start(self) -> None:
-    """Writes the run directories, builds the state and the steps, restores the newest
-    checkpoint every seed has."""
+    """Builds the state and the steps, restores the newest checkpoint every seed has, writes
+    the run directories (after the restore: a run whose checkpoints cannot be read keeps its
+    config.json)."""
     config, settings = self.config, self.settings
     class_names = self.splits.class_names
-    if self.is_main:
-      changes = self.run.write(config, kind='seeds' if self.multi else 'run', seeds=self.seeds,
-                               package_version=__version__, class_names=class_names,
-                               trained_steps=self.trained_steps, data_pipeline=self.pipeline)
-      if self.multi:
-        for s, seed_run in zip(self.seeds, self.seed_runs):
-          seed_run.write(_seed_config(config, s), kind='run', seeds=[s],
-                         package_version=__version__, class_names=class_names,
-                         trained_steps=self.trained_steps, data_pipeline=self.pipeline)
-      if changes:
-        print(f'note: this config differs from the one that trained {self.run.path} up to '
-              f'step {self.trained_steps} ({"; ".join(changes)}); that one is kept in '
-              f'{rundir.CONFIG_HISTORY_FILE}', flush=True)
-    sharding.barrier('run directories written')
-
     self.tx, self.schedule = steps.make_optimizer(config.optim, self.total_steps)
     graphdef, self.state = steps.create_train_states(config.model, self.tx, self.mesh,
                                                      self.seeds)
@@ -438,6 +423,7 @@ class Trainer:
       elapsed = float(metas[0].get('elapsed_s', 0.0))
       logging.info('resumed from step %d', start_step)
       print(f'Resuming from checkpoint at step {start_step}', flush=True)
+    self._write_run_directories(class_names, start_step)
     # Steps after the start are trained again: checkpoints of them (a seed saved ahead of the
     # others, a best checkpoint of a later evaluation) must not shadow the new ones.
     for s in self.per_seed:
@@ -465,6 +451,25 @@ class Trainer:
           f'{len(self.splits.train)} train / {len(self.eval_loader)} eval clips; '
           f'{self.total_steps} steps of batch {settings.batch_size} on {jax.device_count()} '
           f'device(s), {jax.process_count()} process(es); {where}; {calls}', flush=True)
+
+  def _write_run_directories(self, class_names: Sequence[str], start_step: int) -> None:
+    """run.json and config.json of the run and of each seed (process 0); a resume from
+    `start_step` under a changed config keeps the config it replaces (rundir.RunDir.write)."""
+    config = self.config
+    if self.is_main:
+      changes = self.run.write(config, kind='seeds' if self.multi else 'run', seeds=self.seeds,
+                               package_version=__version__, class_names=class_names,
+                               trained_steps=start_step, data_pipeline=self.pipeline)
+      if self.multi:
+        for s, seed_run in zip(self.seeds, self.seed_runs):
+          seed_run.write(_seed_config(config, s), kind='run', seeds=[s],
+                         package_version=__version__, class_names=class_names,
+                         trained_steps=start_step, data_pipeline=self.pipeline)
+      if changes:
+        print(f'note: this config differs from the one that trained {self.run.path} up to '
+              f'step {start_step} ({"; ".join(changes)}); that one is kept in '
+              f'{rundir.CONFIG_HISTORY_FILE}', flush=True)
+    sharding.barrier('run directories written')
 
   # ------------------------------------------------------------------- what the loop does
 

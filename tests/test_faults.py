@@ -241,11 +241,11 @@ def test_no_restorable_checkpoint_stops_the_run_and_names_each(run_copy, data_di
   for step in (4, 8, 12):
     _break_checksum(run_copy, step)
   before = snapshot(run_copy)
-  with pytest.raises(CheckpointReadError) as error:
-    train.train_and_evaluate(_config(data_dir), str(run_copy))
+  with pytest.raises(CheckpointReadError) as error:   # under a changed config: kept as it was
+    train.train_and_evaluate(_config(data_dir, max_steps_per_run=1), str(run_copy))
   for step in (12, 8, 4):
     assert (f'{run_copy}/checkpoints/{step} (ValueError: params checksum ' in str(error.value))
-  assert snapshot(run_copy) == before          # checkpoints and metrics.jsonl untouched
+  assert snapshot(run_copy) == before   # checkpoints, metrics.jsonl and config.json untouched
 
 
 @pytest.mark.slow
@@ -258,6 +258,9 @@ def test_rollback_past_an_unreadable_checkpoint_still_works(run_copy, data_dir, 
   out = capsys.readouterr().out
   assert 'WARNING: checkpoint at step 12' in out and 'Resuming from checkpoint at step 8' in out
   assert RunDir(str(run_copy)).checkpoint_steps() == [4, 8, 9]
+  # The config replaced is recorded against the step the run resumed from, not the newest.
+  assert [(r['trained_steps'], r['changes']) for r in RunDir(str(run_copy)).config_history()] \
+      == [(8, ['max_steps_per_run: 12 -> 1'])]
 
 
 # ============================================================================ 3. one process
@@ -306,7 +309,7 @@ def test_an_output_folder_is_written_by_one_command_at_a_time(tmp_path):
         (out / 'second.json').write_text('{}')   # never reached
     assert str(error.value).startswith(f'output folder {out} is in use by process '
                                        f'{os.getpid()} on host {HOST} (predicting since ')
-  assert not out.exists()                          # a refused block left nothing behind
+  assert not (tmp_path / 'nested').exists()        # a refused block left nothing behind
   with dirlock.output_folder(out, 'predicting'):
     (out / 'summary.json').write_text('{}')
   assert sorted(os.listdir(out)) == ['summary.json']
