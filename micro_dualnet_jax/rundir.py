@@ -86,26 +86,31 @@ def config_dict(config: RunConfig | dict[str, Any]) -> dict[str, Any]:
 def config_differences(old: dict[str, Any], new: RunConfig | dict[str, Any],
                        keys: dict[str, Sequence[str] | None] | None = None) -> list[str]:
   """'section.key: old in the work directory, new now' for every value that differs, over
-  `keys` (section -> keys, None for all; default MODEL_KEYS). Both are read as today's config
-  first where they can be, so a field added since `old` was written counts at its default."""
-  old, new = _as_today(old), _as_today(config_dict(new))
+  `keys` (section -> keys, None for all; default MODEL_KEYS), in that order (`_changed`)."""
+  changed = _changed(old, new)
   diffs = []
   for section, names in (MODEL_KEYS if keys is None else keys).items():
-    before, now = old.get(section, {}) or {}, new.get(section, {}) or {}
-    for key in sorted(set(before) | set(now)) if names is None else names:
-      if before.get(key) != now.get(key):
-        diffs.append(f'{section}.{key}: {before.get(key)!r} in the work directory, '
-                     f'{now.get(key)!r} now')
+    for key in (sorted(k for k in changed if k.startswith(f'{section}.')) if names is None
+                else (f'{section}.{name}' for name in names)):
+      if key in changed:
+        before, now = changed[key]
+        diffs.append(f'{key}: {before!r} in the work directory, {now!r} now')
   return diffs
 
 
 def config_changes(old: dict[str, Any], new: RunConfig | dict[str, Any]) -> list[str]:
-  """'key: old -> new' for every value of the whole config that differs: top-level keys by
-  name, section values as 'section.key'. Both are read as today's config first where they can be
-  (a field added since `old` was written counts at its default)."""
+  """'key: old -> new' for every value of the whole config that differs (`_changed`)."""
+  return [f'{key}: {before!r} -> {now!r}' for key, (before, now) in _changed(old, new).items()]
+
+
+def _changed(old: dict[str, Any], new: RunConfig | dict[str, Any]
+             ) -> dict[str, tuple[Any, Any]]:
+  """key -> (old value, new value) for every value that differs, sorted by key: top-level
+  values by name, section values as 'section.key'. Both are read as today's config first where
+  they can be, so a field added since `old` was written counts at its default."""
   old, new = _flat(_as_today(old)), _flat(_as_today(config_dict(new)))
-  return [f'{key}: {old.get(key)!r} -> {new.get(key)!r}' for key in sorted(set(old) | set(new))
-          if old.get(key) != new.get(key)]
+  return {key: (old.get(key), new.get(key)) for key in sorted(set(old) | set(new))
+          if old.get(key) != new.get(key)}
 
 
 def _flat(values: dict[str, Any]) -> dict[str, Any]:
